@@ -1,0 +1,213 @@
+"""Commands that need no service: params, verify, search, retrain, evaluate, predict."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cli.errors import friendly
+from cli.progress import ProgressBar
+
+console = Console()
+
+DataOpt = Annotated[Path, typer.Option("--data", help="dataset folder (nnU-Net/MSD, PROMISE12, CHAOS CT, 2D folder)")]
+FormatOpt = Annotated[str | None, typer.Option("--format", help="dataset format; auto-detected when omitted")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object for scripts")]
+
+
+def _print_json(obj: object) -> None:
+    typer.echo(json.dumps(obj, indent=2, default=str))
+
+
+@friendly
+def params(
+    arch: Annotated[str, typer.Argument(help="unet, unetpp or thrifty")],
+    genotype: Annotated[Path | None, typer.Option("--genotype", help="genotype JSON (thrifty only)")] = None,
+    in_channels: Annotated[int, typer.Option("--in-channels", min=1)] = 1,
+    classes: Annotated[int, typer.Option("--classes", min=1, help="output channels (1 = sigmoid head)")] = 1,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print the trainable parameter count of an architecture."""
+    from nas_core.genotype import Genotype
+    from nas_core.models import build_model, count_parameters, default_genotype
+
+    if arch == "thrifty":
+        spec = {"genotype": Genotype.load(genotype) if genotype else default_genotype()}
+    elif arch in ("unet", "unetpp"):
+        if genotype:
+            raise ValueError("--genotype only applies to 'thrifty'")
+        spec = {"baseline": arch}
+    else:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of unet, unetpp, thrifty")
+    n = count_parameters(build_model(spec, in_channels, classes))
+    if as_json:
+        _print_json({"arch": arch, "params": n})
+    else:
+        console.print(f"{arch}: [bold]{n:,}[/] trainable parameters")
+
+
+@friendly
+def verify(data: DataOpt, data_format: FormatOpt = None, as_json: JsonOpt = False) -> None:
+    """Check a dataset file by file; exit 1 when it has errors."""
+    from nas_core.data import verify_dataset
+
+    report = verify_dataset(data, format=data_format)
+    if as_json:
+        _print_json(report.to_dict())
+    else:
+        typer.echo(report.render())
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def _search_config(**kwargs: object):  # noqa: ANN202
+    from nas_core.config import SearchConfig
+
+    return SearchConfig.from_dict({k: v for k, v in kwargs.items() if v is not None})
+
+
+@friendly
+def search(
+    data: DataOpt,
+    out: Annotated[Path, typer.Option("--out", help="output folder (checkpoints, genotype.json, alphas.jsonl)")],
+    epochs: Annotated[int | None, typer.Option()] = None,
+    warmup_epochs: Annotated[int | None, typer.Option("--warmup-epochs")] = None,
+    image_size: Annotated[int | None, typer.Option("--image-size")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
+    channels: Annotated[int | None, typer.Option("--channels", help="cell width C")] = None,
+    nodes: Annotated[int | None, typer.Option()] = None,
+    depth: Annotated[int | None, typer.Option()] = None,
+    k: Annotated[int | None, typer.Option("--k", help="partial-channel factor K")] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    early_stop_patience: Annotated[int | None, typer.Option("--early-stop-patience")] = None,
+    steps_per_epoch: Annotated[int | None, typer.Option("--steps-per-epoch")] = None,
+    device: Annotated[str | None, typer.Option()] = None,
+    data_format: FormatOpt = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue from the last checkpoint in --out")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Search the Thrifty NAS space with PC-DARTS; writes genotype.json and the alpha history."""
+    from nas_core.search import run_search
+
+    config = _search_config(epochs=epochs, warmup_epochs=warmup_epochs, image_size=image_size,
+                            batch_size=batch_size, channels=channels, nodes=nodes, depth=depth, k=k, seed=seed,
+                            early_stop_patience=early_stop_patience, steps_per_epoch=steps_per_epoch,
+                            device=device)
+    _require_dir(data)
+    with ProgressBar("search", quiet=as_json) as bar:
+        result = run_search(data, config, out, callbacks=bar, resume=resume, data_format=data_format,
+                            cache_dir=out / "cache")
+    if as_json:
+        _print_json({**result.summary, "out": str(out)})
+    else:
+        console.print(f"genotype written to [bold]{out / 'genotype.json'}[/] after {result.epochs_run} epochs")
+        console.print_json(json.dumps(result.genotype.to_dict()))
+
+
+def _require_dir(path: Path) -> None:
+    if not path.exists():
+        raise FileNotFoundError(f"--data {path} does not exist")
+    if not path.is_dir():
+        raise NotADirectoryError(f"--data {path} is not a folder")
+
+
+@friendly
+def retrain(
+    data: DataOpt,
+    out: Annotated[Path, typer.Option("--out", help="output folder (best.pt, final.pt, metrics.json)")],
+    genotype: Annotated[Path | None, typer.Option("--genotype", help="genotype JSON to train")] = None,
+    arch: Annotated[str | None, typer.Option("--arch", help="baseline instead: unet or unetpp")] = None,
+    epochs: Annotated[int | None, typer.Option()] = None,
+    image_size: Annotated[int | None, typer.Option("--image-size")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
+    lr: Annotated[float | None, typer.Option()] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    val_fraction: Annotated[float | None, typer.Option("--val-fraction")] = None,
+    steps_per_epoch: Annotated[int | None, typer.Option("--steps-per-epoch")] = None,
+    device: Annotated[str | None, typer.Option()] = None,
+    data_format: FormatOpt = None,
+    resume: Annotated[bool, typer.Option("--resume")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train a genotype (or a baseline) from scratch; writes the checkpoints and metrics.json."""
+    from nas_core.config import RetrainConfig
+    from nas_core.genotype import Genotype
+    from nas_core.retrain import run_retrain
+
+    if (genotype is None) == (arch is None):
+        raise ValueError("give exactly one of --genotype FILE or --arch unet|unetpp")
+    if arch is not None and arch not in ("unet", "unetpp"):
+        raise ValueError(f"--arch must be unet or unetpp, got {arch!r}")
+    spec = {"genotype": Genotype.load(genotype).to_dict()} if genotype else {"baseline": arch}
+    options = dict(epochs=epochs, image_size=image_size, batch_size=batch_size, lr=lr, seed=seed,
+                   val_fraction=val_fraction, steps_per_epoch=steps_per_epoch, device=device)
+    config = RetrainConfig.from_dict({k: v for k, v in options.items() if v is not None})
+    _require_dir(data)
+    with ProgressBar(f"retrain {arch or 'thrifty'}", quiet=as_json) as bar:
+        result = run_retrain(data, spec, config, out, callbacks=bar, resume=resume, data_format=data_format,
+                             cache_dir=out / "cache")
+    if as_json:
+        _print_json({**result.metrics, "out": str(out)})
+    else:
+        _metrics_table(result.metrics["best"], f"{result.metrics['architecture']} "
+                       f"({result.metrics['params']:,} params), best epoch {result.metrics['best_epoch']}")
+
+
+def _metrics_table(summary: dict, title: str) -> None:
+    table = Table(title=title)
+    for col in ("class", "DSC mean", "DSC std", "IoU mean", "cases"):
+        table.add_column(col)
+    fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+    for name, c in summary.get("classes", {}).items():
+        table.add_row(name, fmt(c["dsc_mean"]), fmt(c["dsc_std"]), fmt(c["iou_mean"]), str(c["n"]))
+    table.add_row("[bold]mean", fmt(summary.get("mean_dsc")), "", fmt(summary.get("mean_iou")),
+                  str(summary.get("n_cases")))
+    console.print(table)
+
+
+@friendly
+def evaluate(
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="a retrain checkpoint (best.pt/final.pt)")],
+    data: DataOpt,
+    data_format: FormatOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Score a trained checkpoint on every case of a dataset (hard DSC per case and class)."""
+    from nas_core.inference import evaluate_checkpoint
+
+    _require_dir(data)
+    result = evaluate_checkpoint(checkpoint, data, data_format=data_format)
+    if as_json:
+        _print_json(result)
+    else:
+        _metrics_table(result, f"{checkpoint.name} on {data}")
+
+
+@friendly
+def predict(
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="a retrain checkpoint or bundle")],
+    input_path: Annotated[Path, typer.Option("--input", help="an image file or a folder of them")],
+    output: Annotated[Path, typer.Option("--output", help="folder for the predicted masks")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Segment images; masks are written in the input's format and geometry."""
+    from nas_core.inference import predict_paths
+
+    if not input_path.exists():
+        raise FileNotFoundError(f"--input {input_path} does not exist")
+    written = predict_paths(checkpoint, input_path, output)
+    if as_json:
+        _print_json({"written": [str(p) for p in written]})
+    else:
+        for p in written:
+            console.print(f"wrote {p}")
+
+
+def register(app: typer.Typer) -> None:
+    for command in (params, verify, search, retrain, evaluate, predict):
+        app.command(command.__name__)(command)

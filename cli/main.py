@@ -1,0 +1,20 @@
+"""`thrifty-nas`: the command line. Each subcommand lives in its own module."""
+
+from __future__ import annotations
+
+import typer
+
+from cli import local
+
+app = typer.Typer(
+    name="thrifty-nas",
+    help="Thrifty NAS: search tiny, accurate medical-image segmentation networks (PC-DARTS).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+local.register(app)
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()

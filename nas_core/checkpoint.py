@@ -1,0 +1,94 @@
+"""Self-describing checkpoints, written atomically, loadable for inference in one call.
+
+A checkpoint is a dict saved with torch.save:
+
+* ``schema``: CHECKPOINT_SCHEMA; ``kind``: 'search' or 'retrain'; ``epoch``: epochs completed.
+* ``architecture``: ``{"genotype": {...}}``, ``{"baseline": "unet"}`` or, for a search,
+  ``{"supernet": {...}}`` plus the derived ``genotype``.
+* ``in_channels``, ``num_classes``, ``class_names``, ``image_size``, ``normalisation``,
+  ``dataset`` (name, format, synthetic), ``config``.
+* ``model``, ``optimizers``, ``schedulers``, ``rng``, ``history``, ``metrics``: the state
+  needed to resume exactly.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+CHECKPOINT_SCHEMA = 1
+
+
+class CheckpointError(ValueError):
+    """A file that is not a Thrifty NAS checkpoint, or one from an unsupported schema."""
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    """Write `state` to `path` atomically: temp file in the same folder, fsync, rename.
+
+    A crash mid-write leaves the previous file at `path` intact.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save({"schema": CHECKPOINT_SCHEMA, **state}, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint dict, refusing files that are not ours."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:  # torch raises many types for a corrupt or foreign file
+        raise CheckpointError(f"{path} is not a readable checkpoint: {exc}") from None
+    if not isinstance(state, dict) or "schema" not in state:
+        raise CheckpointError(f"{path} is not a Thrifty NAS checkpoint (no schema field)")
+    if state["schema"] != CHECKPOINT_SCHEMA:
+        raise CheckpointError(f"{path} has checkpoint schema {state['schema']}; this build reads {CHECKPOINT_SCHEMA}")
+    return state
+
+
+def inference_architecture(state: dict[str, Any]) -> dict[str, Any]:
+    """The fixed architecture a checkpoint's weights belong to."""
+    arch = state["architecture"]
+    if "supernet" in arch:
+        raise CheckpointError("this is a search (supernet) checkpoint; retrain its genotype to get a model "
+                              "(thrifty-nas retrain --genotype genotype.json)")
+    return arch
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the trained network of a retrain checkpoint in eval mode: ``model, meta = load_model(p)``.
+
+    `meta` is the checkpoint without its tensors (architecture, classes, normalisation...).
+    """
+    from nas_core.models import build_model
+
+    state = load_checkpoint(path, map_location=device)
+    model = build_model(inference_architecture(state), state["in_channels"], state["num_classes"],
+                        deep_supervision=state.get("config", {}).get("deep_supervision", False))
+    model.load_state_dict(state["model"])
+    model.to(device).eval()
+    meta = {k: v for k, v in state.items() if k not in ("model", "optimizers", "schedulers", "rng")}
+    return model, meta

@@ -1,0 +1,128 @@
+"""Typed, frozen run configurations: the only knobs the engines read.
+
+The core never reads argparse or the environment; the CLI and the service build these
+from their own inputs. `from_dict` refuses unknown keys so a typo is an error, not a
+silently ignored option.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Self
+
+
+class ConfigError(ValueError):
+    """A configuration value is out of range; `errors` maps field -> reason."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+
+
+class _Config:
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Self:
+        data = dict(data or {})
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError({k: f"unknown option; known: {sorted(known)}" for k in unknown})
+        for key in ("arch_betas", "ct_window"):
+            if key in data and isinstance(data[key], list):
+                data[key] = tuple(data[key])
+        return cls(**data)
+
+    def _check(self, rules: dict[str, tuple[bool, str]]) -> None:
+        errors = {name: msg for name, (ok, msg) in rules.items() if not ok}
+        if errors:
+            raise ConfigError(errors)
+
+
+def _common_rules(c: Any) -> dict[str, tuple[bool, str]]:
+    return {
+        "epochs": (1 <= c.epochs <= 10_000, f"must be between 1 and 10000, got {c.epochs}"),
+        "image_size": (16 <= c.image_size <= 1024, f"must be between 16 and 1024 pixels, got {c.image_size}"),
+        "batch_size": (1 <= c.batch_size <= 512, f"must be between 1 and 512, got {c.batch_size}"),
+        "device": (c.device in ("auto", "cpu") or c.device.startswith("cuda"),
+                   f"must be 'auto', 'cpu' or 'cuda[:N]', got {c.device!r}"),
+        "num_workers": (0 <= c.num_workers <= 64, f"must be between 0 and 64, got {c.num_workers}"),
+        "steps_per_epoch": (c.steps_per_epoch is None or c.steps_per_epoch >= 1,
+                            f"must be >= 1 or null, got {c.steps_per_epoch}"),
+    }
+
+
+@dataclass(frozen=True)
+class SearchConfig(_Config):
+    """PC-DARTS search recipe (DESIGN.md section 2): first-order bilevel optimisation."""
+
+    epochs: int = 50
+    warmup_epochs: int = 15
+    image_size: int = 128
+    batch_size: int = 8
+    channels: int = 32
+    nodes: int = 2
+    depth: int = 4
+    k: int = 4
+    seed: int = 0
+    w_lr: float = 0.025
+    w_lr_min: float = 1e-3
+    w_momentum: float = 0.9
+    w_weight_decay: float = 3e-4
+    grad_clip: float = 5.0
+    arch_lr: float = 6e-4
+    arch_betas: tuple[float, float] = (0.5, 0.999)
+    arch_weight_decay: float = 1e-3
+    early_stop_patience: int | None = None
+    deep_supervision: bool = False
+    steps_per_epoch: int | None = None
+    device: str = "auto"
+    amp: bool = True
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        self._check({
+            **_common_rules(self),
+            "warmup_epochs": (0 <= self.warmup_epochs, f"must be >= 0, got {self.warmup_epochs}"),
+            "channels": (4 <= self.channels <= 256, f"must be between 4 and 256, got {self.channels}"),
+            "nodes": (1 <= self.nodes <= 6, f"must be between 1 and 6, got {self.nodes}"),
+            "depth": (1 <= self.depth <= 6, f"must be between 1 and 6, got {self.depth}"),
+            "k": (self.k >= 1 and self.channels % self.k == 0,
+                  f"must be >= 1 and divide channels={self.channels}, got {self.k}"),
+            "w_lr": (0 < self.w_lr < 10, f"must be in (0, 10), got {self.w_lr}"),
+            "arch_lr": (0 <= self.arch_lr < 1, f"must be in [0, 1), got {self.arch_lr}"),
+            "grad_clip": (self.grad_clip > 0, f"must be > 0, got {self.grad_clip}"),
+            "early_stop_patience": (self.early_stop_patience is None or self.early_stop_patience >= 1,
+                                    f"must be >= 1 or null, got {self.early_stop_patience}"),
+        })
+
+
+@dataclass(frozen=True)
+class RetrainConfig(_Config):
+    """Retraining from scratch: Adam + cosine, CE + Dice, augmentation, val every epoch."""
+
+    epochs: int = 100
+    image_size: int = 128
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 5e-4
+    seed: int = 0
+    val_fraction: float = 0.2
+    flip: bool = True
+    affine: bool = True
+    elastic: bool = False
+    deep_supervision: bool = False
+    steps_per_epoch: int | None = None
+    device: str = "auto"
+    amp: bool = True
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        self._check({
+            **_common_rules(self),
+            "lr": (0 < self.lr < 10, f"must be in (0, 10), got {self.lr}"),
+            "weight_decay": (0 <= self.weight_decay < 1, f"must be in [0, 1), got {self.weight_decay}"),
+            "val_fraction": (0 < self.val_fraction < 1, f"must be in (0, 1), got {self.val_fraction}"),
+        })
