@@ -8,6 +8,9 @@ crop the logits back).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+from torch import nn
 
 from nas_core.genotype import Genotype
 
