@@ -1,0 +1,153 @@
+"""The one settings object of the service (pydantic-settings, prefix ``THRIFTY_``).
+
+Nothing set gives the embedded mode: a SQLite file and Celery's filesystem
+transport under one data folder (``THRIFTY_HOME``, default ``~/.thrifty-nas``).
+Production sets ``THRIFTY_DATABASE_URL`` (PostgreSQL), ``THRIFTY_BROKER_URL``
+(Redis) and a real ``THRIFTY_API_KEY_PEPPER``; the default pepper is refused
+outside the embedded mode when the settings are built (at start-up).
+
+Reading the settings creates nothing on disk: call ``ensure_dirs()``.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_HOME = Path("~/.thrifty-nas")
+DEFAULT_API_KEY_PEPPER = "thrifty-nas-embedded-only-not-a-secret"
+FILESYSTEM_BROKER = "filesystem://"
+
+
+class Settings(BaseSettings):
+    """Service configuration; every field reads ``THRIFTY_<FIELD>`` from the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="THRIFTY_", extra="ignore")
+
+    home: Path = DEFAULT_HOME
+    database_url: str = Field(description="default: sqlite:///{home}/thrifty.db")
+    broker_url: str = Field(description="default: filesystem:// (folders under {home}/broker)")
+    artifact_dir: Path = Field(description="default: {home}/artifacts")
+    data_roots: Annotated[list[Path], NoDecode] = Field(
+        description="server folders datasets may be registered from; env: comma-separated or a JSON list"
+    )
+    upload_dir: Path = Field(description="default: {home}/uploads")
+    max_upload_bytes: int = Field(default=2 * 1024**3, gt=0)
+    lease_seconds: int = Field(default=60, gt=0)
+    max_attempts: int = Field(default=3, ge=1)
+    api_key_pepper: SecretStr = SecretStr(DEFAULT_API_KEY_PEPPER)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_from_home(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        home = Path(data.get("home") or DEFAULT_HOME).expanduser()
+        data["home"] = home
+        defaults = {
+            "database_url": f"sqlite:///{home / 'thrifty.db'}",
+            "broker_url": FILESYSTEM_BROKER,
+            "artifact_dir": home / "artifacts",
+            "data_roots": [home / "datasets"],
+            "upload_dir": home / "uploads",
+        }
+        for key, value in defaults.items():
+            if data.get(key) in (None, ""):
+                data[key] = value
+        return data
+
+    @field_validator("data_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("artifact_dir", "upload_dir")
+    @classmethod
+    def _expand_dir(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @field_validator("data_roots")
+    @classmethod
+    def _expand_roots(cls, value: list[Path]) -> list[Path]:
+        if not value:
+            raise ValueError("data_roots is empty: set THRIFTY_DATA_ROOTS to at least one folder")
+        return [root.expanduser() for root in value]
+
+    @model_validator(mode="after")
+    def _refuse_default_secret(self) -> Settings:
+        if not self.uses_sqlite and self.api_key_pepper.get_secret_value() == DEFAULT_API_KEY_PEPPER:
+            raise ValueError(
+                f"THRIFTY_API_KEY_PEPPER is the built-in default, which only the embedded SQLite mode "
+                f"accepts; database_url is {self.database_url.split('://', 1)[0]}://...: "
+                f'set THRIFTY_API_KEY_PEPPER to a long random secret, e.g. python -c "import secrets; '
+                f'print(secrets.token_urlsafe(32))"'
+            )
+        return self
+
+    @property
+    def uses_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def uses_filesystem_broker(self) -> bool:
+        return self.broker_url.startswith("filesystem:")
+
+    @property
+    def embedded(self) -> bool:
+        """True for the single-machine mode: SQLite plus the filesystem broker."""
+        return self.uses_sqlite and self.uses_filesystem_broker
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.home / "broker"
+
+    def broker_transport_options(self) -> dict[str, Any]:
+        """Celery ``broker_transport_options``: the folders of the filesystem transport, else ``{}``.
+
+        Producers and consumers share one folder (``data_folder_in`` == ``data_folder_out``).
+        """
+        if not self.uses_filesystem_broker:
+            return {}
+        queue = str(self.broker_dir / "queue")
+        return {
+            "data_folder_in": queue,
+            "data_folder_out": queue,
+            "data_folder_processed": str(self.broker_dir / "processed"),
+        }
+
+    def sqlite_path(self) -> Path | None:
+        """The SQLite database file, or None for another database or an in-memory one."""
+        prefix = "sqlite:///"
+        if not self.database_url.startswith(prefix):
+            return None
+        raw = self.database_url[len(prefix) :].split("?", 1)[0]
+        if raw in ("", ":memory:"):
+            return None
+        return Path(raw)
+
+    def ensure_dirs(self) -> None:
+        """Create the folders this configuration writes to (idempotent)."""
+        folders = [self.home, self.artifact_dir, self.upload_dir, *self.data_roots]
+        db_file = self.sqlite_path()
+        if db_file is not None:
+            folders.append(db_file.parent)
+        for option in self.broker_transport_options().values():
+            folders.append(Path(option))
+        for folder in folders:
+            folder.mkdir(parents=True, exist_ok=True)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once (tests: ``get_settings.cache_clear()``)."""
+    return Settings()
