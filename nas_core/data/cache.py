@@ -1,0 +1,90 @@
+"""On-disk cache of prepared slices, so a second run does not decode files again.
+
+A case's entry is keyed by a hash of its files (path, size, mtime), the image
+size, the normalisation and the reader, so editing a file or a setting misses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nas_core.data.preprocess import Normalisation
+from nas_core.data.spec import Case
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+
+
+def case_files(case: Case) -> list[Path]:
+    """Every file a case is decoded from (folders such as DICOM series are expanded)."""
+    paths = [*case.image_paths, *([case.label_path] if case.label_path else [])]
+    files: list[Path] = []
+    for p in paths:
+        files += sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    return files
+
+
+def cache_key(case: Case, fmt: str, image_size: int, norm: Normalisation) -> str:
+    """Hex digest identifying the prepared slices of a case."""
+    stats = []
+    for f in case_files(case):
+        st = f.stat()
+        stats.append([str(f.resolve()), st.st_size, st.st_mtime_ns])
+    payload = {
+        "version": CACHE_VERSION,
+        "format": fmt,
+        "case": case.case_id,
+        "meta": case.meta,
+        "files": stats,
+        "image_size": image_size,
+        "normalisation": norm.to_dict(),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _entry(cache_dir: Path, case_id: str, key: str) -> Path:
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", case_id)[:64]
+    return cache_dir / f"{safe}-{key[:20]}.npz"
+
+
+def load_cached(cache_dir: Path, case_id: str, key: str) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    """The cached (images, labels) of a case, or None on a miss or an unreadable entry."""
+    path = _entry(cache_dir, case_id, key)
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as data:
+            images = torch.from_numpy(data["images"])
+            labels = torch.from_numpy(data["labels"]) if "labels" in data.files else None
+    except (OSError, ValueError, KeyError) as exc:
+        log.warning("ignoring unreadable cache entry %s: %s", path, exc)
+        return None
+    return images, labels
+
+
+def save_cached(
+    cache_dir: Path, case_id: str, key: str, images: torch.Tensor, labels: torch.Tensor | None
+) -> None:
+    """Write an entry atomically (temp file + rename), so a crash never leaves half a file."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    arrays = {"images": images.numpy()}
+    if labels is not None:
+        arrays["labels"] = labels.numpy()
+    fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, _entry(cache_dir, case_id, key))
+    except OSError:
+        Path(tmp).unlink(missing_ok=True)
+        raise

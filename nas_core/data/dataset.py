@@ -1,0 +1,143 @@
+"""A torch Dataset of 2D slices from whole cases, decoded once and held in one tensor."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from nas_core.data.cache import cache_key, load_cached, save_cached
+from nas_core.data.errors import DatasetError
+from nas_core.data.preprocess import Normalisation, prepare_case
+from nas_core.data.readers import get_reader
+from nas_core.data.spec import Case, DatasetSpec
+
+log = logging.getLogger(__name__)
+
+AugmentFn = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+
+
+class SliceDataset(Dataset):
+    """Slices of the given cases, resized to image_size and normalised.
+
+    Args:
+        spec: the dataset, from ``open_dataset``.
+        case_ids: cases to include (e.g. one side of ``split_cases``); every one needs a label.
+        image_size: side S of the square slices.
+        normalisation: intensity scheme (``normalisation_for(spec.modality)``).
+        augment: optional callable (image [C,S,S], label [S,S], generator) -> same shapes.
+        cache_dir: optional folder for prepared slices; a later dataset with the same
+            files and settings reads them instead of decoding.
+        seed: seeds augmentation; item i of epoch e always gets the same draw
+            (call ``set_epoch`` to vary it), whatever the DataLoader workers do.
+
+    ``__getitem__(i)`` returns (image FloatTensor [C,S,S], label LongTensor [S,S],
+    case_index int). The image is a view into the shared store: do not edit it in place.
+    """
+
+    def __init__(
+        self,
+        spec: DatasetSpec,
+        case_ids: Sequence[str],
+        image_size: int,
+        normalisation: Normalisation,
+        augment: AugmentFn | None = None,
+        cache_dir: Path | None = None,
+        seed: int = 0,
+    ) -> None:
+        if not case_ids:
+            raise DatasetError("SliceDataset needs at least one case id")
+        self.spec = spec
+        self.case_ids = list(case_ids)
+        self.image_size = image_size
+        self.normalisation = normalisation
+        self.augment = augment
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
+        self.seed = seed
+        self.epoch = 0
+        self.decode_count = 0
+        start = time.perf_counter()
+        parts = [self._prepare(spec.case(cid)) for cid in self.case_ids]
+        self._store(parts)
+        log.info(
+            "SliceDataset: %d cases, %d slices of %dx%d in %.2fs (%d files decoded)",
+            len(self.case_ids),
+            len(self),
+            image_size,
+            image_size,
+            time.perf_counter() - start,
+            self.decode_count,
+        )
+
+    def _prepare(self, case: Case) -> tuple[torch.Tensor, torch.Tensor]:
+        if case.label_path is None:
+            raise DatasetError(f"case {case.case_id!r} has no label; training needs one for every case")
+        key = None
+        if self.cache_dir is not None:
+            key = cache_key(case, self.spec.format, self.image_size, self.normalisation)
+            cached = load_cached(self.cache_dir, case.case_id, key)
+            if cached is not None and cached[1] is not None:
+                return cached[0], cached[1]
+        loaded = get_reader(self.spec.format).load(self.spec, case)
+        self.decode_count += len(case.image_paths) + 1
+        images, labels = prepare_case(loaded, self.image_size, self.normalisation)
+        labels = labels.to(self._label_dtype())
+        if key is not None:
+            save_cached(self.cache_dir, case.case_id, key, images, labels)
+        return images, labels
+
+    def _label_dtype(self) -> torch.dtype:
+        return torch.uint8 if max(self.spec.labels, default=0) < 256 else torch.int64
+
+    def _store(self, parts: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Copy every case into one preallocated tensor; keep per-case slice ranges."""
+        channels = {p[0].shape[1] for p in parts}
+        if len(channels) != 1:
+            raise DatasetError(
+                f"cases have different channel counts {sorted(channels)}; "
+                "all cases of a dataset need the same channels"
+            )
+        total = sum(p[0].shape[0] for p in parts)
+        s = self.image_size
+        self.images = torch.empty((total, channels.pop(), s, s), dtype=torch.float32)
+        self.labels = torch.empty((total, s, s), dtype=self._label_dtype())
+        self.case_index = torch.empty(total, dtype=torch.int64)
+        self._ranges: list[range] = []
+        at = 0
+        for ci, (images, labels) in enumerate(parts):
+            n = images.shape[0]
+            self.images[at : at + n] = images
+            self.labels[at : at + n] = labels
+            self.case_index[at : at + n] = ci
+            self._ranges.append(range(at, at + n))
+            at += n
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.images.shape[1])
+
+    @property
+    def num_classes(self) -> int:
+        return self.spec.num_classes
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change the augmentation draws (deterministically) for a new epoch."""
+        self.epoch = epoch
+
+    def slices_of(self, case_index: int) -> list[int]:
+        """Dataset indices of every slice of one case, in order (for per-volume Dice)."""
+        return list(self._ranges[case_index])
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        image, label = self.images[i], self.labels[i].long()
+        if self.augment is not None:
+            g = torch.Generator().manual_seed(hash((self.seed, self.epoch, i)) % 2**63)
+            image, label = self.augment(image, label, g)
+        return image, label, int(self.case_index[i])
