@@ -18,3 +18,7 @@ local.register(app)
 
 def main() -> None:  # pragma: no cover - console entry
     app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -49,6 +49,7 @@ def _common_rules(c: Any) -> dict[str, tuple[bool, str]]:
         "device": (c.device in ("auto", "cpu") or c.device.startswith("cuda"),
                    f"must be 'auto', 'cpu' or 'cuda[:N]', got {c.device!r}"),
         "num_workers": (0 <= c.num_workers <= 64, f"must be between 0 and 64, got {c.num_workers}"),
+        "cpu_threads": (1 <= c.cpu_threads <= 256, f"must be between 1 and 256, got {c.cpu_threads}"),
         "steps_per_epoch": (c.steps_per_epoch is None or c.steps_per_epoch >= 1,
                             f"must be >= 1 or null, got {c.steps_per_epoch}"),
     }
@@ -81,6 +82,7 @@ class SearchConfig(_Config):
     device: str = "auto"
     amp: bool = True
     num_workers: int = 0
+    cpu_threads: int = 1
 
     def __post_init__(self) -> None:
         self._check({
@@ -118,6 +120,7 @@ class RetrainConfig(_Config):
     device: str = "auto"
     amp: bool = True
     num_workers: int = 0
+    cpu_threads: int = 1
 
     def __post_init__(self) -> None:
         self._check({

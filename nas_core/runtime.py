@@ -21,10 +21,14 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def configure_backend(device: torch.device) -> None:
-    """cudnn autotuning on CUDA (input sizes are fixed within a run)."""
+def configure_backend(device: torch.device, cpu_threads: int = 1) -> None:
+    """cudnn autotuning on CUDA (input sizes are fixed within a run); on CPU, a fixed number
+    of intra-op threads: the supernet's many small ops gain little from more threads and
+    slow down 10-30x when a busy machine makes OpenMP threads wait for cores (measured)."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    else:
+        torch.set_num_threads(cpu_threads)
 
 
 def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:

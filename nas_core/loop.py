@@ -1,0 +1,114 @@
+"""The pieces every training loop shares: batches on the device, a checked loss, evaluation."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from nas_core.callbacks import StopRequested, TrainingDiverged
+from nas_core.metrics import CaseScores
+from nas_core.runtime import autocast, batches
+
+Augmenter = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+
+
+class BatchStream:
+    """Batches of one epoch, moved to the device, with the time spent waiting for them.
+
+    Shuffling and augmentation come from `generator`, so an epoch's batches depend only on
+    (seed, epoch). Slices live in memory (SliceDataset caches them), so workers are optional.
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int, device: torch.device, generator: torch.Generator,
+                 augment: Augmenter | None = None, num_workers: int = 0, limit: int | None = None) -> None:
+        n = len(dataset)  # type: ignore[arg-type]
+        order = list(batches(n, min(batch_size, n), generator, drop_last=True))
+        self.batches = order[:limit] if limit else order
+        self.loader = DataLoader(dataset, batch_sampler=self.batches, num_workers=num_workers,
+                                 pin_memory=device.type == "cuda", persistent_workers=False)
+        self.device, self.augment, self.generator = device, augment, generator
+        self.wait_s = 0.0
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        it = iter(self.loader)
+        while True:
+            t0 = time.perf_counter()
+            try:
+                images, labels, _ = next(it)
+            except StopIteration:
+                return
+            if self.augment is not None:
+                pairs = [self.augment(i, lbl, self.generator) for i, lbl in zip(images, labels, strict=True)]
+                images = torch.stack([p[0] for p in pairs])
+                labels = torch.stack([p[1] for p in pairs])
+            nb = self.device.type == "cuda"
+            images = images.to(self.device, non_blocking=nb)
+            labels = labels.to(self.device, non_blocking=nb).long()
+            self.wait_s += time.perf_counter() - t0
+            yield images, labels
+
+
+def checked(loss: torch.Tensor, epoch: int, step: int, hint: str) -> float:
+    """The loss as a float; NaN/inf stops the run with a reason a person can act on."""
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        raise TrainingDiverged(f"training diverged: loss is {value} at epoch {epoch + 1}, step {step + 1}; {hint}")
+    return value
+
+
+def check_stop(should_stop: Callable[[], bool]) -> None:
+    if should_stop():
+        raise StopRequested("stop requested")
+
+
+@torch.no_grad()
+def predict_slices(model: nn.Module, images: torch.Tensor, device: torch.device, amp: bool,
+                   batch_size: int = 16) -> torch.Tensor:
+    """Argmax labels [N, H, W] for images [N, C, H, W]."""
+    out = []
+    for i in range(0, len(images), batch_size):
+        with autocast(device, amp):
+            logits = model(images[i : i + batch_size].to(device))
+        out.append(logits.argmax(1).cpu())
+    return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset: Any, device: torch.device, num_classes: int, amp: bool = False,
+             batch_size: int = 16) -> list[CaseScores]:
+    """Hard DSC/IoU per case: every slice of a case predicted, the whole volume scored at once."""
+    was_training = model.training
+    model.eval()
+    scores = []
+    try:
+        for case_index, case_id in enumerate(dataset.case_ids):
+            idx = dataset.slices_of(case_index)
+            if not idx:
+                continue
+            items = [dataset[i] for i in idx]
+            images = torch.stack([it[0] for it in items])
+            labels = torch.stack([it[1] for it in items])
+            pred = predict_slices(model, images, device, amp, batch_size)
+            scores.append(CaseScores.compute(case_id, pred, labels, num_classes))
+    finally:
+        model.train(was_training)
+    return scores
+
+
+def mean_dsc(scores: list[CaseScores]) -> float | None:
+    """Mean over cases of each case's mean foreground DSC (undefined classes skipped)."""
+    per_case = []
+    for s in scores:
+        vals = [v for v in s.dsc.values() if not math.isnan(v)]
+        if vals:
+            per_case.append(sum(vals) / len(vals))
+    return sum(per_case) / len(per_case) if per_case else None

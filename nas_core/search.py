@@ -1,0 +1,216 @@
+"""The PC-DARTS search engine: first-order bilevel optimisation of the supernet.
+
+The training cases are halved (by case): one half trains the weights (SGD, cosine), the
+other the architecture (Adam on alphas and betas) once the warm-up is over. Every epoch
+records alphas, betas, the derived genotype, losses and the architecture-half DSC, and
+writes an atomic checkpoint from which `resume=True` continues exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nas_core.callbacks import Callbacks, EpochRecord, StepEvent
+from nas_core.checkpoint import load_checkpoint, save_checkpoint
+from nas_core.config import SearchConfig
+from nas_core.genotype import Genotype
+from nas_core.loop import BatchStream, check_stop, checked, evaluate, mean_dsc
+from nas_core.losses import DiceCELoss
+from nas_core.pipeline import PreparedData, prepare_search_data
+from nas_core.runtime import (
+    autocast,
+    configure_backend,
+    epoch_generator,
+    free_device_memory,
+    resolve_device,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+)
+from nas_core.supernet import SearchNetwork
+
+LAST = "last.pt"
+ALPHAS = "alphas.jsonl"
+GENOTYPE = "genotype.json"
+SUMMARY = "summary.json"
+DIVERGED_HINT = "lower the weight learning rate (w_lr) or the architecture learning rate (arch_lr)"
+
+
+@dataclass
+class SearchResult:
+    genotype: Genotype
+    history: list[dict[str, Any]]
+    out_dir: Path
+    epochs_run: int
+    stopped_early: bool
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+class _Search:
+    """One search run: state plus the epoch loop; `run()` is the only entry point."""
+
+    def __init__(self, data: PreparedData, config: SearchConfig, out_dir: Path, callbacks: Callbacks) -> None:
+        self.data, self.config, self.out_dir, self.cb = data, config, out_dir, callbacks
+        self.device = resolve_device(config.device)
+        configure_backend(self.device, config.cpu_threads)
+        seed_everything(config.seed)
+        self.model = SearchNetwork(data.in_channels, data.num_classes, channels=config.channels,
+                                   depth=config.depth, nodes=config.nodes, k=config.k,
+                                   deep_supervision=config.deep_supervision).to(self.device)
+        self.criterion = DiceCELoss(data.num_classes)
+        self.w_opt = torch.optim.SGD(self.model.weights(), lr=config.w_lr, momentum=config.w_momentum,
+                                     weight_decay=config.w_weight_decay)
+        self.w_sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_opt, config.epochs, eta_min=config.w_lr_min)
+        self.a_opt = torch.optim.Adam(self.model.arch_parameters(), lr=config.arch_lr, betas=config.arch_betas,
+                                      weight_decay=config.arch_weight_decay)
+        self.history: list[dict[str, Any]] = []
+        self.start_epoch = 0
+        self.amp = config.amp and self.device.type == "cuda"
+
+    # -- checkpointing -------------------------------------------------------------------
+    def state(self, epoch: int) -> dict[str, Any]:
+        return {
+            "kind": "search", "epoch": epoch,
+            "architecture": {"supernet": {"channels": self.config.channels, "depth": self.config.depth,
+                                          "nodes": self.config.nodes, "k": self.config.k}},
+            "genotype": self.model.genotype().to_dict(),
+            **self.data.describe(), "config": self.config.to_dict(),
+            "model": self.model.state_dict(),
+            "optimizers": {"weights": self.w_opt.state_dict(), "arch": self.a_opt.state_dict()},
+            "schedulers": {"weights": self.w_sched.state_dict()},
+            "rng": rng_state(), "history": self.history,
+        }
+
+    def restore(self, path: Path) -> None:
+        state = load_checkpoint(path, map_location=self.device)
+        if state.get("kind") != "search":
+            raise ValueError(f"{path} is not a search checkpoint")
+        if state["config"] != self.config.to_dict():
+            changed = sorted(k for k, v in state["config"].items() if self.config.to_dict().get(k) != v)
+            raise ValueError(f"cannot resume: the configuration differs from the checkpoint's in {changed}")
+        self.model.load_state_dict(state["model"])
+        self.w_opt.load_state_dict(state["optimizers"]["weights"])
+        self.a_opt.load_state_dict(state["optimizers"]["arch"])
+        self.w_sched.load_state_dict(state["schedulers"]["weights"])
+        set_rng_state(state["rng"])
+        self.history = state["history"]
+        self.start_epoch = state["epoch"]
+
+    # -- the loop ----------------------------------------------------------------------
+    def train_epoch(self, epoch: int, run_t0: float) -> dict[str, float | None]:
+        cfg = self.config
+        self.model.train()
+        w_stream = BatchStream(self.data.train, cfg.batch_size, self.device, epoch_generator(cfg.seed, epoch, 0),
+                               num_workers=cfg.num_workers, limit=cfg.steps_per_epoch)
+        a_stream = BatchStream(self.data.arch, cfg.batch_size, self.device, epoch_generator(cfg.seed, epoch, 1),
+                               num_workers=cfg.num_workers)
+        arch_on = epoch >= cfg.warmup_epochs and cfg.arch_lr > 0
+        a_iter = iter(a_stream) if arch_on else None
+        w_loss = a_loss = 0.0
+        steps = len(w_stream)
+        t0 = time.perf_counter()
+        for step, (x, y) in enumerate(w_stream):
+            check_stop(self.cb.should_stop)
+            if a_iter is not None:
+                try:
+                    xa, ya = next(a_iter)
+                except StopIteration:
+                    a_iter = iter(a_stream)
+                    xa, ya = next(a_iter)
+                self.a_opt.zero_grad(set_to_none=True)
+                with autocast(self.device, self.amp):
+                    loss_a = self.criterion(self.model(xa), ya)
+                a_loss += checked(loss_a, epoch, step, DIVERGED_HINT)
+                loss_a.backward()
+                self.a_opt.step()
+            self.w_opt.zero_grad(set_to_none=True)
+            with autocast(self.device, self.amp):
+                loss = self.criterion(self.model(x), y)
+            w_loss += checked(loss, epoch, step, DIVERGED_HINT)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(list(self.model.weights()), cfg.grad_clip)
+            self.w_opt.step()
+            self.cb.on_step(StepEvent("search", epoch, cfg.epochs, step, steps, w_loss / (step + 1),
+                                      time.perf_counter() - t0, time.perf_counter() - run_t0, self.start_epoch))
+        self.w_sched.step()
+        elapsed = time.perf_counter() - t0
+        return {"loss": w_loss / max(steps, 1), "arch_loss": a_loss / max(steps, 1) if arch_on else None,
+                "lr": self.w_opt.param_groups[0]["lr"], "data_wait_fraction": w_stream.wait_s / max(elapsed, 1e-9),
+                "seconds": elapsed}
+
+    def run(self) -> SearchResult:
+        cfg = self.config
+        run_t0 = time.perf_counter()
+        stopped_early = False
+        try:
+            for epoch in range(self.start_epoch, cfg.epochs):
+                train = self.train_epoch(epoch, run_t0)
+                scores = evaluate(self.model, self.data.arch, self.device, self.data.num_classes, self.amp)
+                genotype = self.model.genotype()
+                record = EpochRecord(
+                    "search", epoch, cfg.epochs,
+                    metrics={"train": train, "arch": {"dsc": mean_dsc(scores)}},
+                    elapsed_s=time.perf_counter() - run_t0,
+                    eta_s=(time.perf_counter() - run_t0) / (epoch + 1 - self.start_epoch) * (cfg.epochs - epoch - 1),
+                    arch=self.model.arch_state(), genotype=genotype.to_dict(),
+                )
+                self.history.append(record.to_dict())
+                self.persist(epoch + 1, genotype)
+                self.cb.on_epoch(record)
+                if self.genotype_is_stable(epoch):
+                    stopped_early = True
+                    break
+        finally:
+            free_device_memory(self.device)
+        genotype = Genotype.from_dict(self.history[-1]["genotype"]) if self.history else self.model.genotype()
+        summary = {"genotype": genotype.to_dict(), "epochs_run": len(self.history), "stopped_early": stopped_early,
+                   "final_arch_dsc": self.history[-1]["metrics"]["arch"]["dsc"] if self.history else None,
+                   "seconds": time.perf_counter() - run_t0, "dataset": self.data.describe()["dataset"]}
+        (self.out_dir / SUMMARY).write_text(json.dumps(summary, indent=2))
+        return SearchResult(genotype, self.history, self.out_dir, len(self.history), stopped_early, summary)
+
+    def persist(self, epochs_done: int, genotype: Genotype) -> None:
+        path = save_checkpoint(self.state(epochs_done), self.out_dir / LAST)
+        self.cb.on_checkpoint(path, "last")
+        write_alpha_history(self.out_dir / ALPHAS, self.history)
+        (self.out_dir / GENOTYPE).write_text(json.dumps(genotype.to_dict(), indent=2))
+
+    def genotype_is_stable(self, epoch: int) -> bool:
+        patience = self.config.early_stop_patience
+        if patience is None or epoch < self.config.warmup_epochs + patience:
+            return False
+        recent = [h["genotype"] for h in self.history[-(patience + 1):]]
+        return len(recent) == patience + 1 and all(g == recent[0] for g in recent)
+
+
+def write_alpha_history(path: Path, history: list[dict[str, Any]]) -> None:
+    """One JSON line per epoch (rewritten whole, so a resumed run never duplicates an epoch)."""
+    lines = [json.dumps({"epoch": h["epoch"], "genotype": h["genotype"], "metrics": h["metrics"], **h["arch"]})
+             for h in history]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(line + "\n" for line in lines))
+    tmp.replace(path)
+
+
+def run_search(data: str | Path | PreparedData, config: SearchConfig, out_dir: str | Path,
+               callbacks: Callbacks | None = None, resume: bool = False, cache_dir: Path | None = None,
+               data_format: str | None = None) -> SearchResult:
+    """Search the Thrifty NAS space on a dataset folder; see the module docstring.
+
+    With `resume`, continues from `out_dir/last.pt` when it exists (a finished search
+    returns at once with its result).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    prepared = data if isinstance(data, PreparedData) else prepare_search_data(
+        Path(data), config.image_size, config.seed, cache_dir=cache_dir, data_format=data_format)
+    search = _Search(prepared, config, out_dir, callbacks or Callbacks())
+    if resume and (out_dir / LAST).exists():
+        search.restore(out_dir / LAST)
+    return search.run()
