@@ -1,0 +1,123 @@
+"""Dependencies as ``Annotated`` aliases: the app state, a session, the caller, owned resources.
+
+Loaders of owned resources (``OwnedJob``, ``OwnedDataset``, ``OwnedGenotype``) answer 404
+both for a missing id and for another user's: existence is never revealed (no 403).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Header, Path, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from api.errors import NotFound, Unauthorized
+from api.state import AppState
+from store.datasets import get_dataset
+from store.history import get_genotype
+from store.jobs import get_job
+from store.models import Dataset, Genotype, Job, User
+from store.settings import Settings
+from store.users import authenticate
+
+REALM = "thrifty-nas"
+
+
+def get_state(request: Request) -> AppState:
+    return request.app.state.api  # type: ignore[no-any-return]
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+
+
+def get_app_settings(state: StateDep) -> Settings:
+    return state.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+
+
+def get_session(state: StateDep) -> Iterator[Session]:
+    """One session per request; routes commit what they change, anything unfinished is rolled back."""
+    session = state.sessionmaker()
+    try:
+        yield session
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+bearer = HTTPBearer(auto_error=False, description="an API key: `Authorization: Bearer tnas_...`")
+
+
+def current_user(
+    session: SessionDep,
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> User:
+    if credentials is None:
+        raise Unauthorized(
+            "missing API key: send the header 'Authorization: Bearer <your key>'",
+            headers={"WWW-Authenticate": f'Bearer realm="{REALM}"'},
+        )
+    user = authenticate(session, credentials.credentials, pepper=settings.api_key_pepper.get_secret_value())
+    if user is None:
+        raise Unauthorized(
+            "invalid API key: it is unknown or was revoked; ask for a new key",
+            code="invalid_api_key",
+            headers={"WWW-Authenticate": f'Bearer realm="{REALM}", error="invalid_token"'},
+        )
+    return user
+
+
+CurrentUser = Annotated[User, Depends(current_user)]
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        pattern=r"^[\x21-\x7e]+$",
+        description="any unique printable string (e.g. a UUID): a retried submit with the same key and body "
+        "returns the first job (header Idempotent-Replayed: true); the same key with another body is 409",
+    ),
+]
+
+JobId = Annotated[str, Path(min_length=1, max_length=64, description="a job id, e.g. job_3f2a...")]
+
+
+def owned_job(job_id: JobId, session: SessionDep, user: CurrentUser) -> Job:
+    job = get_job(session, job_id, owner_id=user.id)
+    if job is None:
+        raise NotFound.of("job", job_id)
+    return job
+
+
+def owned_dataset(
+    dataset_id: Annotated[str, Path(min_length=1, max_length=64)], session: SessionDep, user: CurrentUser
+) -> Dataset:
+    dataset = get_dataset(session, dataset_id, owner_id=user.id)
+    if dataset is None:
+        raise NotFound.of("dataset", dataset_id)
+    return dataset
+
+
+def owned_genotype(
+    genotype_id: Annotated[str, Path(min_length=1, max_length=64)], session: SessionDep, user: CurrentUser
+) -> Genotype:
+    row = get_genotype(session, genotype_id, owner_id=user.id)
+    if row is None:
+        raise NotFound.of("genotype", genotype_id)
+    return row
+
+
+OwnedJob = Annotated[Job, Depends(owned_job)]
+OwnedDataset = Annotated[Dataset, Depends(owned_dataset)]
+OwnedGenotype = Annotated[Genotype, Depends(owned_genotype)]

@@ -1,0 +1,89 @@
+"""The application factory. ``uvicorn api.main:app`` serves the app built from ``THRIFTY_*``.
+
+Importing this module connects to nothing and reads no settings: ``create_app()``
+only wires routes; the settings are read, the folders made, an embedded SQLite
+database migrated and the engine created when the app starts (its lifespan).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from fastapi.openapi.utils import get_openapi
+from starlette.concurrency import run_in_threadpool
+
+from api.errors import install_error_handlers
+from api.observability import Metrics, RequestContextMiddleware
+from api.routes import artifacts, datasets, genotypes, health, jobs, retrains, searches
+from api.schemas import DatasetRegister, DatasetUpload, ErrorResponse
+from api.state import AppState, UploadLimits
+from store.settings import Settings
+
+API_VERSION = "1.0.0"
+DESCRIPTION = """Thrifty NAS designs tiny, accurate medical image segmentation networks (PC-DARTS).
+
+Register a dataset, submit a **search**, retrain the genotype it finds, download the checkpoint.
+Authenticate with `Authorization: Bearer <API key>`. Every error body is
+`{"error": {"code", "message", "details", "request_id"}}`.
+"""
+
+# Schemas referenced by hand-written request bodies (the dataset route takes JSON or multipart).
+EXTRA_SCHEMAS = (DatasetRegister, DatasetUpload, ErrorResponse)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    state: AppState = app.state.api
+    await run_in_threadpool(state.start)
+    try:
+        yield
+    finally:
+        state.close()
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                             routes=app.routes, tags=app.openapi_tags)
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for model in EXTRA_SCHEMAS:
+            extra = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(extra.pop("$defs", {}))
+            components.setdefault(model.__name__, extra)
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+def create_app(settings: Settings | None = None, *, upload_limits: UploadLimits | None = None) -> FastAPI:
+    """A new application; ``settings`` default to ``store.settings.get_settings()`` read at start-up."""
+    state = AppState(settings, upload_limits)
+    app = FastAPI(
+        title="Thrifty NAS",
+        version=API_VERSION,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_tags=[
+            {"name": "datasets", "description": "register and inspect datasets"},
+            {"name": "jobs", "description": "searches, retrains, their progress, history and cancel"},
+            {"name": "genotypes", "description": "searched architectures as JSON"},
+            {"name": "artifacts", "description": "checkpoints and other files of a job"},
+            {"name": "health", "description": "liveness, readiness, Prometheus metrics"},
+        ],
+    )
+    app.state.api = state
+    app.state.metrics = Metrics(state)
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
+    v1 = APIRouter(prefix="/v1")
+    for module in (datasets, searches, retrains, jobs, genotypes, artifacts):
+        v1.include_router(module.router)
+    app.include_router(v1)
+    app.include_router(health.router)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+app = create_app()

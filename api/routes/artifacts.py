@@ -1,0 +1,84 @@
+"""A job's artefacts: list them; download one with HTTP Range, ETag and If-None-Match."""
+
+from __future__ import annotations
+
+import logging
+import mimetypes
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Path, Response
+from fastapi.responses import StreamingResponse
+
+from api.deps import OwnedJob, SessionDep, SettingsDep
+from api.errors import NotFound, error_responses
+from api.presenters import artifact_out
+from api.schemas import ArtifactList
+from api.services.ranges import file_chunks, parse_range
+from store.artifacts import ArtifactStore, get_artifact, list_artifacts
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/jobs/{job_id}/artifacts", tags=["artifacts"])
+
+BINARY = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+
+
+@router.get("", response_model=ArtifactList, responses=error_responses(404))
+def list_job_artifacts(job: OwnedJob, session: SessionDep) -> ArtifactList:
+    """Checkpoints, genotype, metrics, logs... with size and sha256."""
+    return ArtifactList(items=[artifact_out(a) for a in list_artifacts(session, job.id)])
+
+
+def etag_matches(if_none_match: str, etag: str) -> bool:
+    tags = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
+    return "*" in tags or etag in tags
+
+
+@router.get(
+    "/{name}",
+    response_class=StreamingResponse,
+    responses={
+        200: {"description": "the whole file", "content": BINARY},
+        206: {"description": "the requested byte range (Content-Range)", "content": BINARY},
+        304: {"description": "not modified (If-None-Match matched the ETag, its sha256)"},
+        **error_responses(404, 416),
+    },
+)
+def download_artifact(
+    job: OwnedJob,
+    name: Annotated[str, Path(min_length=1, max_length=255)],
+    session: SessionDep,
+    settings: SettingsDep,
+    range_: Annotated[str | None, Header(alias="Range", description="bytes=START-END, one range")] = None,
+    if_range: Annotated[str | None, Header(alias="If-Range")] = None,
+    if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
+) -> Response:
+    """The file as an attachment; the ETag is its quoted sha256."""
+    row = get_artifact(session, job.id, name)
+    if row is None:
+        raise NotFound.of("artifact", name, f" in job {job.id!r}; list them with GET /v1/jobs/{job.id}/artifacts")
+    etag = f'"{row.sha256}"'
+    headers = {
+        "ETag": etag,
+        "Accept-Ranges": "bytes",
+        "Cache-Control": "private, no-cache",
+        "Content-Disposition": f'attachment; filename="{row.name}"',
+    }
+    if if_none_match is not None and etag_matches(if_none_match, etag):
+        return Response(status_code=304, headers=headers)
+    path = ArtifactStore(settings.artifact_dir).path_of(row.location)
+    if not path.is_file():
+        log.error("artifact %s of job %s is registered but its file %s is missing", name, job.id, path)
+        raise NotFound(f"artifact {name!r} of job {job.id!r} is registered but its file is missing from "
+                       f"the artefact store; ask the operator to restore it", code="artifact_missing")
+    size = path.stat().st_size
+    media_type = mimetypes.guess_type(row.name)[0] or "application/octet-stream"
+    byte_range = parse_range(range_, size, if_range, etag)
+    if byte_range is None:
+        headers["Content-Length"] = str(size)
+        return StreamingResponse(file_chunks(path, 0, size), media_type=media_type, headers=headers)
+    start, end = byte_range
+    headers["Content-Length"] = str(end - start)
+    headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+    return StreamingResponse(file_chunks(path, start, end), status_code=206, media_type=media_type,
+                             headers=headers)

@@ -1,0 +1,101 @@
+"""``/v1/datasets``: register (a server path, or an uploaded archive), list, show."""
+
+from __future__ import annotations
+
+import shutil
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import CurrentUser, OwnedDataset, SessionDep, StateDep
+from api.errors import Unprocessable, UnsupportedMediaType, error_responses
+from api.presenters import dataset_detail, dataset_out
+from api.schemas import DatasetDetail, DatasetPage, DatasetRegister
+from api.services.datasets import new_upload_folder, register_path, register_upload
+from api.services.uploads import receive_upload
+from store.models import Dataset
+from store.pagination import MAX_LIMIT, keyset_page
+
+router = APIRouter(prefix="/datasets", tags=["datasets"])
+
+REGISTER_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/DatasetRegister"}},
+            "multipart/form-data": {"schema": {"$ref": "#/components/schemas/DatasetUpload"}},
+        },
+    }
+}
+
+
+async def _json_body(request: Request) -> DatasetRegister:
+    try:
+        data = await request.json()
+    except ValueError:
+        raise Unprocessable("request body is not valid JSON", code="validation_error",
+                            details={"fields": {"body": "not valid JSON"}}) from None
+    try:
+        return DatasetRegister.model_validate(data)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=DatasetDetail,
+    summary="Register a dataset (a server path as JSON, or a multipart archive upload)",
+    responses=error_responses(400, 409, 413, 415),
+    openapi_extra=REGISTER_BODY,
+)
+async def register_dataset(
+    request: Request, response: Response, user: CurrentUser, session: SessionDep, state: StateDep
+) -> DatasetDetail:
+    """Every file is verified first; a dataset with any problem is refused (422) with the report."""
+    content_type = request.headers.get("content-type", "").lower()
+    settings = state.settings
+    if content_type.startswith("multipart/form-data"):
+        work = await run_in_threadpool(new_upload_folder, settings)
+        try:
+            upload = await receive_upload(request, settings.max_upload_bytes, work)
+            dataset = await run_in_threadpool(
+                register_upload, session, settings, state.upload_limits, user.id, upload, work
+            )
+        finally:
+            await run_in_threadpool(shutil.rmtree, work, True)
+    elif content_type.startswith("application/json"):
+        body = await _json_body(request)
+        dataset = await run_in_threadpool(
+            register_path, session, settings, user.id, body.name, body.path, body.format
+        )
+    else:
+        raise UnsupportedMediaType(
+            "send JSON {name, path, format?} to register a server path, or multipart/form-data with a "
+            "'file' archive to upload one"
+        )
+    response.headers["Location"] = f"/v1/datasets/{dataset.id}"
+    return dataset_detail(dataset)
+
+
+@router.get("", response_model=DatasetPage, responses=error_responses(400))
+def list_datasets(
+    user: CurrentUser,
+    session: SessionDep,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
+) -> DatasetPage:
+    """Your datasets, newest first."""
+    stmt = select(Dataset).where(Dataset.owner_id == user.id)
+    page = keyset_page(session, stmt, Dataset.created_at, Dataset.id, cursor=cursor, limit=limit)
+    return DatasetPage(items=[dataset_out(d) for d in page.items], next_cursor=page.next_cursor)
+
+
+@router.get("/{dataset_id}", response_model=DatasetDetail, responses=error_responses(404))
+def get_dataset(dataset: OwnedDataset) -> DatasetDetail:
+    """One dataset of yours, with its verification report."""
+    return dataset_detail(dataset)

@@ -1,0 +1,244 @@
+"""Request and response bodies (pydantic), as they appear in the OpenAPI schema."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from api.services.configs import RetrainConfigIn, SearchConfigIn
+from store.models import ArtifactKind, CellType, DatasetStatus, JobKind, JobStatus, Split
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="stable machine-readable code, e.g. not_found, validation_error")
+    message: str = Field(description="what went wrong and what to do about it")
+    details: Any = Field(None, description="structured context, e.g. {'fields': {field: reason}}")
+    request_id: str | None = Field(None, description="also in the X-Request-ID header and the server log")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+# --- datasets ---------------------------------------------------------------------------------
+
+
+class DatasetRegister(_In):
+    """Register a dataset already on the server, under one of its configured data roots."""
+
+    name: Name = Field(description="unique among your datasets")
+    path: str = Field(min_length=1, max_length=4096,
+                      description="a folder under a data root (absolute, or relative to the first root)")
+    format: str | None = Field(None, description="nnunet, promise12, chaos_ct or folder2d; detected if omitted")
+
+
+class DatasetUpload(BaseModel):
+    """multipart/form-data: ``file`` (a .zip, .tar, .tar.gz archive), optional ``name`` and ``format``."""
+
+    file: bytes = Field(json_schema_extra={"format": "binary"})
+    name: str | None = Field(None, description="default: the archive's file name without extension")
+    format: str | None = None
+
+
+class DatasetLinks(BaseModel):
+    self: str
+
+
+class DatasetOut(_Out):
+    id: str
+    name: str
+    path: str
+    format: str
+    modality: str | None
+    num_cases: int
+    num_classes: int
+    labels: Any = Field(description="{label id: class name}")
+    synthetic: bool = Field(description="True for generated data, never patient images")
+    status: DatasetStatus
+    created_at: datetime
+    links: DatasetLinks
+
+
+class DatasetDetail(DatasetOut):
+    report: dict[str, Any] | None = Field(description="the verification report stored at registration")
+
+
+class DatasetPage(BaseModel):
+    items: list[DatasetOut]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null on the last page")
+
+
+# --- jobs -------------------------------------------------------------------------------------
+
+
+class SearchSubmit(_In):
+    dataset_id: Id
+    config: SearchConfigIn = Field(default_factory=SearchConfigIn)
+
+
+class ArchitectureIn(_In):
+    """Exactly one of ``genotype_id``, ``search_job_id`` or ``baseline``."""
+
+    genotype_id: Id | None = Field(None, description="one of your genotypes")
+    search_job_id: Id | None = Field(None, description="a succeeded search job of yours: its final genotype")
+    baseline: Literal["unet", "unetpp"] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ArchitectureIn:
+        given = [k for k in ("genotype_id", "search_job_id", "baseline") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"give exactly one of genotype_id, search_job_id or baseline; got {given or 'none'}"
+            )
+        return self
+
+
+class RetrainSubmit(_In):
+    dataset_id: Id
+    architecture: ArchitectureIn
+    config: RetrainConfigIn = Field(default_factory=RetrainConfigIn)
+
+
+class JobLinks(BaseModel):
+    self: str
+    cancel: str
+    metrics: str
+    artifacts: str
+    alphas: str | None = None
+    genotype: str | None = None
+    dataset: str
+
+
+class JobOut(_Out):
+    id: str
+    kind: JobKind
+    status: JobStatus
+    progress: float = Field(description="fraction done, 0..1")
+    epoch: int = Field(description="epochs completed")
+    epochs: int
+    eta_seconds: float | None
+    latest_metrics: dict[str, Any] | None
+    error: str | None = Field(description="why a failed job failed, in words a person can act on")
+    attempt: int
+    max_attempts: int
+    cancel_requested: bool
+    dataset_id: str
+    config: dict[str, Any]
+    architecture: dict[str, Any] | None = Field(
+        description="retrains: {'genotype': {...}, 'genotype_id'?, 'search_job_id'?} or {'baseline': name}"
+    )
+    created_at: datetime
+    queued_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+    links: JobLinks
+
+
+class JobPage(BaseModel):
+    items: list[JobOut]
+    next_cursor: str | None
+
+
+# --- history ----------------------------------------------------------------------------------
+
+
+class EdgeOut(BaseModel):
+    index: int = Field(description="row of the alphas matrix")
+    node: int
+    src: int = Field(description="0 = in_0, 1 = in_1, 2.. = earlier nodes")
+    family: str
+    ops: list[str] = Field(description="op names of the first len(ops) alpha columns of this row")
+
+
+class CellSnapshotOut(BaseModel):
+    cell_type: CellType
+    alphas: list[Any]
+    betas: list[Any] | None
+    genotype: dict[str, Any] | None
+
+
+class AlphaEpochOut(BaseModel):
+    epoch: int
+    cells: list[CellSnapshotOut]
+
+
+class AlphaHistory(BaseModel):
+    job_id: str
+    edges: dict[str, list[EdgeOut]] = Field(description="per cell type, the label of every alphas row")
+    items: list[AlphaEpochOut]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null on the last page")
+    next_after_epoch: int | None = Field(description="the same, as ?after_epoch=")
+
+
+class GenotypeOut(_Out):
+    id: str
+    job_id: str | None
+    epoch: int | None = Field(description="search epoch it was derived at; null for a final genotype")
+    params: int | None
+    genotype: dict[str, Any]
+    created_at: datetime
+
+
+class EpochMetricsOut(BaseModel):
+    epoch: int
+    splits: dict[Split, dict[str, Any]]
+
+
+class CaseScoreOut(_Out):
+    case_id: str
+    class_index: int
+    class_name: str
+    dsc: float | None
+    iou: float | None
+
+
+class MetricsOut(BaseModel):
+    job_id: str
+    latest: dict[str, Any] | None
+    epochs: list[EpochMetricsOut]
+    cases: list[CaseScoreOut] = Field(description="per case and class Dice (DSC) and IoU")
+
+
+# --- artefacts --------------------------------------------------------------------------------
+
+
+class ArtifactOut(_Out):
+    name: str
+    kind: ArtifactKind
+    size: int
+    sha256: str
+    created_at: datetime
+    download: str
+
+
+class ArtifactList(BaseModel):
+    items: list[ArtifactOut]
+
+
+# --- health -----------------------------------------------------------------------------------
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready"]
+    checks: dict[str, str]

@@ -1,0 +1,1 @@
+"""Domain operations behind the routes: path checks, safe uploads, submission, byte ranges."""

@@ -1,0 +1,62 @@
+"""HTTP byte ranges (RFC 9110, section 14) for artefact downloads: one range per request.
+
+``parse_range`` returns ``None`` to serve the whole file (no Range header, another unit,
+several ranges, or an ``If-Range`` that no longer matches) or the half-open ``(start, end)``
+to serve with 206; a malformed or unsatisfiable bytes range is refused with 416.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from api.errors import RangeNotSatisfiable
+
+CHUNK = 256 * 1024
+
+
+def _unsatisfiable(header: str, size: int) -> RangeNotSatisfiable:
+    return RangeNotSatisfiable(
+        f"range {header!r} is not satisfiable for a file of {size} bytes; ask for bytes=START-END "
+        f"with 0 <= START <= END < {size}",
+        details={"size": size},
+        headers={"Content-Range": f"bytes */{size}"},
+    )
+
+
+def parse_range(header: str | None, size: int, if_range: str | None = None, etag: str | None = None
+                ) -> tuple[int, int] | None:
+    if header is None or (if_range is not None and if_range != etag):
+        return None
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes":
+        return None
+    if "," in spec:
+        return None  # several ranges: served whole (allowed by RFC 9110)
+    first, dash, last = spec.strip().partition("-")
+    first, last = first.strip(), last.strip()
+    if not dash or not (first or last) or (first and not first.isdigit()) or (last and not last.isdigit()):
+        raise _unsatisfiable(header, size)
+    if not first:  # suffix: the last N bytes
+        length = int(last)
+        if length == 0 or size == 0:
+            raise _unsatisfiable(header, size)
+        return max(size - length, 0), size
+    start = int(first)
+    end = min(int(last) + 1, size) if last else size
+    if start >= size or (last and int(last) < start):
+        raise _unsatisfiable(header, size)
+    return start, end
+
+
+def file_chunks(path: Path, start: int, end: int) -> Iterator[bytes]:
+    """Bytes ``start:end`` of ``path`` in chunks (run by Starlette in a thread)."""
+    with open(path, "rb") as f:
+        f.seek(start)
+        left = end - start
+        while left > 0:
+            chunk = f.read(min(CHUNK, left))
+            if not chunk:
+                break
+            left -= len(chunk)
+            yield chunk

@@ -1,0 +1,134 @@
+"""Submitting searches and retrains: check the inputs, resolve the architecture, add the job row.
+
+``submit`` commits the job row, then enqueues (``api.queue.enqueue_job``) a newly created
+job: the message must never reach a worker before the row it names exists, and an
+idempotent replay sends nothing.
+
+A retrain's stored architecture is what ``nas_core.models.build_model`` takes, plus
+where it came from: ``{"genotype": {...}, "genotype_id": "gen_..."}`` (and
+``"search_job_id"`` when taken from a search), or ``{"baseline": "unet"}``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+from sqlalchemy.orm import Session
+
+from api import queue
+from api.errors import Conflict, NotFound, Unprocessable
+from api.schemas import ArchitectureIn
+from nas_core.genotype import Genotype, InvalidGenotype
+from nas_core.models import InvalidArchitecture, build_model
+from store.datasets import get_dataset
+from store.history import get_genotype, latest_genotype
+from store.jobs import CreatedJob, create_job, get_job
+from store.models import Dataset, DatasetStatus, JobKind, JobStatus
+from store.models import Genotype as GenotypeRow
+
+
+def ready_dataset(session: Session, owner_id: str, dataset_id: str) -> Dataset:
+    dataset = get_dataset(session, dataset_id, owner_id=owner_id)
+    if dataset is None:
+        raise NotFound.of("dataset", dataset_id, "; list yours with GET /v1/datasets")
+    if dataset.status != DatasetStatus.READY.value:
+        raise Conflict(f"dataset {dataset_id!r} is {dataset.status}, not ready; register a valid dataset",
+                       code="dataset_not_ready")
+    return dataset
+
+
+# The search space's ranges (nas_core.config.SearchConfig): a genotype outside them was not searched
+# here and may build a degenerate network (C=1 gives zero-width reductions).
+FIT_RANGES = {"C": (4, 256), "depth": (1, 6), "nodes": (1, 6)}
+
+
+def _check_fits(genotype: Genotype, num_classes: int, source: str) -> None:
+    """Check the search-space ranges, then build the network on the meta device (no memory, no compute)."""
+    for field, (low, high) in FIT_RANGES.items():
+        value = getattr(genotype, field)
+        if not low <= value <= high:
+            raise Unprocessable(
+                f"{source} does not fit: its {field} is {value}, outside {low}..{high}; "
+                f"use a genotype searched by this service",
+                code="invalid_genotype",
+            )
+    try:
+        with warnings.catch_warnings(), torch.device("meta"):
+            warnings.simplefilter("ignore")
+            build_model({"genotype": genotype}, in_channels=1, num_classes=max(num_classes, 2))
+    except (InvalidGenotype, InvalidArchitecture, ValueError, RuntimeError) as exc:
+        raise Unprocessable(f"{source} cannot build a network: {exc}", code="invalid_genotype") from None
+
+
+def _from_row(row: GenotypeRow, source: str, dataset: Dataset) -> dict[str, Any]:
+    try:
+        genotype = Genotype.from_dict(row.genotype)
+    except InvalidGenotype as exc:
+        raise Unprocessable(f"{source} is not a valid genotype: {exc}", code="invalid_genotype") from None
+    _check_fits(genotype, dataset.num_classes, source)
+    return {"genotype": genotype.to_dict(), "genotype_id": row.id}
+
+
+def resolve_architecture(
+    session: Session, owner_id: str, arch: ArchitectureIn, dataset: Dataset
+) -> dict[str, Any]:
+    """The stored architecture spec for a retrain (see the module doc); 404/409/422 as documented."""
+    if arch.baseline is not None:
+        return {"baseline": arch.baseline}
+    if arch.genotype_id is not None:
+        row = get_genotype(session, arch.genotype_id, owner_id=owner_id)
+        if row is None:
+            raise NotFound.of("genotype", arch.genotype_id)
+        return _from_row(row, f"genotype {row.id!r}", dataset)
+    assert arch.search_job_id is not None
+    job = get_job(session, arch.search_job_id, owner_id=owner_id)
+    if job is None:
+        raise NotFound.of("job", arch.search_job_id)
+    if job.kind != JobKind.SEARCH.value:
+        raise Unprocessable(
+            f"job {job.id!r} is a {job.kind} job; search_job_id must name a search",
+            code="validation_error",
+            details={"fields": {"architecture.search_job_id": "not a search job"}},
+        )
+    row = latest_genotype(session, job.id) if job.status == JobStatus.SUCCEEDED.value else None
+    if row is None:
+        raise Conflict(
+            f"search job {job.id!r} has no final genotype yet (status {job.status}); wait until it "
+            f"succeeds, or pass a genotype_id",
+            code="search_not_finished",
+            details={"job_id": job.id, "status": job.status},
+        )
+    spec = _from_row(row, f"the genotype of search job {job.id!r}", dataset)
+    return {**spec, "search_job_id": job.id}
+
+
+def submit(
+    session: Session,
+    *,
+    owner_id: str,
+    kind: JobKind,
+    dataset: Dataset,
+    config: dict[str, Any],
+    epochs: int,
+    architecture: dict[str, Any] | None,
+    idempotency_key: str | None,
+    max_attempts: int,
+) -> CreatedJob:
+    """Add and commit the queued job (or find the idempotent original), then enqueue a new one."""
+    created = create_job(
+        session,
+        owner_id=owner_id,
+        kind=kind,
+        dataset_id=dataset.id,
+        config=config,
+        epochs=epochs,
+        architecture=architecture,
+        idempotency_key=idempotency_key,
+        max_attempts=max_attempts,
+    )
+    session.commit()
+    if created.created:
+        queue.enqueue_job(created.job.id, created.job.kind)
+    return created
