@@ -1,0 +1,225 @@
+"""Run one job: claim it, run its engine with store callbacks, publish the results or the failure.
+
+The task in ``worker.tasks`` hands off here in one line. The flow:
+
+1. ``claim_job`` (conditional): a duplicate message, or a job another worker holds, does nothing.
+2. Resolve the job (``worker.plan``) and run the engine with ``resume=True`` in
+   ``{artifact_dir}/work/{job_id}``: a re-queued job continues from its last epoch checkpoint.
+   A lease keeper thread renews the lease meanwhile.
+3. Success: copy the outputs into the artefact store, then in one transaction mark the job
+   succeeded and write its artefact rows, epoch history, genotype and per-case DSC.
+4. Stop: cancelled -> ``cancelled``; lease lost -> nothing (the job is someone else's now);
+   this worker shutting down -> the job is handed back (lease expired, re-queued) at once.
+5. A failure a person can fix -> ``failed`` with a message saying what to change (the
+   traceback goes to the log). A database error is re-raised: the job keeps its lease
+   until it expires, and the reaper re-queues it.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import shutil
+import socket
+import threading
+from collections.abc import Callable, Sequence
+from enum import StrEnum
+from typing import Any
+
+import torch
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from nas_core.callbacks import Callbacks, StopRequested, TrainingDiverged
+from nas_core.checkpoint import CheckpointError
+from nas_core.config import ConfigError
+from nas_core.data import DatasetError
+from nas_core.genotype import InvalidGenotype
+from nas_core.models import InvalidArchitecture
+from nas_core.ops import UnknownOp
+from nas_core.retrain import run_retrain
+from nas_core.search import run_search
+from store.artifacts import ArtifactStore
+from store.db import get_sessionmaker, session_scope
+from store.jobs import claim_job, finish_job, renew_lease
+from store.models import Job, JobKind, JobStatus
+from store.settings import Settings, get_settings
+from worker.callbacks import Chain, JobControl, LeaseKeeper, StopReason, StoreCallbacks
+from worker.plan import JobPlan, JobRejected, plan_job, work_dir
+from worker.results import copy_outputs, publish
+
+log = logging.getLogger(__name__)
+
+_shutdown = threading.Event()
+
+
+class Outcome(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"  # not claimed: a duplicate message, or the job is not queued
+    LOST = "lost"  # the lease was lost mid-run: the job belongs to another attempt now
+    HANDED_BACK = "handed_back"  # this worker is shutting down: the job was re-queued
+
+
+class _NoLongerOurs(Exception):
+    pass
+
+
+def request_shutdown(reason: str) -> None:
+    """Make the running job (if any) stop at its next step and go back to the queue."""
+    log.info("%s: the running job stops at its next step and is re-queued", reason)
+    _shutdown.set()
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def release_device_memory() -> None:
+    """Free cached GPU memory once the run's tensors are unreachable."""
+    gc.collect()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
+def failure_message(exc: BaseException, plan: JobPlan | None) -> str | None:
+    """A reason a person can act on, or None for an error we did not foresee."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError | MemoryError):
+        where = "GPU" if isinstance(exc, torch.cuda.OutOfMemoryError) else "host"
+        if plan is None:
+            return f"out of {where} memory; lower batch_size or image_size and resubmit"
+        cfg = plan.config
+        knobs = f"batch_size (now {cfg.batch_size}) or image_size (now {cfg.image_size})"
+        if plan.kind is JobKind.SEARCH:
+            knobs += f", or channels (now {cfg.channels})"
+        return f"out of {where} memory: lower {knobs} and resubmit"
+    if isinstance(exc, FileNotFoundError):
+        missing = exc.filename or str(exc)
+        return f"a file the job needs is missing: {missing}; restore it (or register the dataset again) and resubmit"
+    if isinstance(exc, DatasetError):
+        return f"the dataset cannot be used: {exc}"
+    if isinstance(exc, ConfigError):
+        return f"invalid configuration: {exc}"
+    if isinstance(exc, InvalidGenotype | InvalidArchitecture | UnknownOp):
+        return f"invalid architecture: {exc}"
+    if isinstance(exc, TrainingDiverged | JobRejected | CheckpointError):
+        return str(exc)
+    return None
+
+
+def run_job(
+    job_id: str,
+    *,
+    worker_id: str | None = None,
+    settings: Settings | None = None,
+    sessions: sessionmaker[Session] | None = None,
+    enqueue: Callable[[str, str], None] | None = None,
+    observers: Sequence[Callbacks] = (),
+    shutdown: threading.Event | None = None,
+    progress_every: float = 2.0,
+) -> Outcome:
+    """Claim and run job ``job_id``; return what became of it. See the module docstring."""
+    settings = settings or get_settings()
+    sessions = sessions or get_sessionmaker()
+    worker_id = worker_id or default_worker_id()
+    with session_scope(sessions) as session:
+        claimed = claim_job(session, job_id, worker_id, settings.lease_seconds)
+    if not claimed:
+        log.info("job %s not claimed by %s: not queued (a duplicate message or another worker's)", job_id, worker_id)
+        return Outcome.SKIPPED
+    control = JobControl(job_id, worker_id, sessions, shutdown or _shutdown)
+    try:
+        with LeaseKeeper(control, settings.lease_seconds):
+            return _run_claimed(control, settings, observers, progress_every, enqueue)
+    finally:
+        release_device_memory()
+
+
+def _run_claimed(control: JobControl, settings: Settings, observers: Sequence[Callbacks],
+                 progress_every: float, enqueue: Callable[[str, str], None] | None) -> Outcome:
+    job_id, sessions = control.job_id, control.sessions
+    plan: JobPlan | None = None
+    try:
+        with session_scope(sessions) as session:
+            job = session.get(Job, job_id)
+            if job is None:
+                raise JobRejected(f"job {job_id} no longer exists")
+            plan = plan_job(session, job, settings)
+        log.info("job %s (%s) running on %s in %s", job_id, plan.kind.value, control.worker_id, plan.out_dir)
+        callbacks = Chain(StoreCallbacks(control, settings.lease_seconds, progress_every), *observers)
+        result = _run_engine(plan, callbacks)
+        outputs = copy_outputs(plan, ArtifactStore(settings.artifact_dir))
+        with session_scope(sessions) as session:
+            if not finish_job(session, job_id, control.worker_id, JobStatus.SUCCEEDED):
+                raise _NoLongerOurs
+            publish(session, plan, outputs, result.history, result)
+        shutil.rmtree(plan.out_dir, ignore_errors=True)
+        log.info("job %s succeeded", job_id)
+        return Outcome.SUCCEEDED
+    except StopRequested:
+        return _stopped(control, settings, enqueue)
+    except _NoLongerOurs:
+        log.warning("job %s finished here, but its lease was lost meanwhile; its results are not published",
+                    job_id)
+        return Outcome.LOST
+    except SQLAlchemyError:
+        log.exception("job %s: database error; it keeps its lease until it expires, then it is re-queued", job_id)
+        raise
+    except Exception as exc:
+        message = failure_message(exc, plan)
+        if message is None:
+            log.exception("job %s failed with an unexpected error", job_id)
+            message = (f"internal error ({exc.__class__.__name__}: {exc}); the traceback is in the log of "
+                       f"worker {control.worker_id}")
+        else:
+            log.warning("job %s failed: %s", job_id, message, exc_info=True)
+        return _finish(control, JobStatus.FAILED, message)
+
+
+def _run_engine(plan: JobPlan, callbacks: Callbacks) -> Any:
+    common: dict[str, Any] = dict(callbacks=callbacks, resume=True, cache_dir=plan.cache_dir,
+                                  data_format=plan.data_format)
+    if plan.kind is JobKind.SEARCH:
+        return run_search(plan.data_path, plan.config, plan.out_dir, **common)
+    return run_retrain(plan.data_path, plan.architecture, plan.config, plan.out_dir, **common)
+
+
+def _finish(control: JobControl, status: JobStatus, error: str | None = None) -> Outcome:
+    with session_scope(control.sessions) as session:
+        finished = finish_job(session, control.job_id, control.worker_id, status, error)
+    if not finished:
+        log.warning("job %s could not be marked %s: it is no longer %s's", control.job_id, status.value,
+                    control.worker_id)
+        return Outcome.LOST
+    return Outcome(status.value)
+
+
+def _stopped(control: JobControl, settings: Settings, enqueue: Callable[[str, str], None] | None) -> Outcome:
+    reason = control.reason
+    if reason in (None, StopReason.SHUTDOWN):  # None: another callback asked; treated as a shutdown
+        reason = control.read()
+        if reason is None and _hand_back(control, enqueue):
+            return Outcome.HANDED_BACK
+        reason = reason or control.read()
+    if reason is StopReason.CANCELLED:
+        outcome = _finish(control, JobStatus.CANCELLED)
+        shutil.rmtree(work_dir(settings, control.job_id), ignore_errors=True)
+        log.info("job %s cancelled", control.job_id)
+        return outcome
+    log.warning("job %s stopped: its lease was lost (another attempt owns it now)", control.job_id)
+    return Outcome.LOST
+
+
+def _hand_back(control: JobControl, enqueue: Callable[[str, str], None] | None) -> bool:
+    """Expire our lease and re-queue the job now, instead of after the lease runs out."""
+    from worker.reaper import Reaper
+
+    with session_scope(control.sessions) as session:
+        expired = renew_lease(session, control.job_id, control.worker_id, lease_seconds=-1)
+    if not expired:
+        return False
+    Reaper(control.sessions, enqueue=enqueue).reap_expired()
+    log.info("job %s handed back to the queue", control.job_id)
+    return True

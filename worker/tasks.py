@@ -1,0 +1,37 @@
+"""The Celery tasks: thin, by id, handing off to domain code in a line or two.
+
+``run_job`` runs on the ``gpu`` queue. Workers use the solo pool (``thrifty-nas worker``
+starts them so): the job then runs in the worker's own, non-daemonic main process, where
+PyTorch DataLoader workers can start (a prefork pool child is daemonic and may not have
+children), CUDA is initialised in the process that uses it (never forked), and one
+worker process holds exactly one GPU job at a time.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from celery import current_task
+
+from worker import runner
+from worker.app import Queue, task
+
+
+def _worker_id() -> str:
+    hostname = getattr(current_task.request, "hostname", None) if current_task else None
+    return f"{hostname}:{os.getpid()}" if hostname else runner.default_worker_id()
+
+
+@task("run_job", Queue.GPU)
+def run_job(job_id: str) -> str:
+    """Claim and run a search or retrain; a duplicate message does nothing."""
+    return runner.run_job(job_id, worker_id=_worker_id()).value
+
+
+@task("reap", Queue.CONTROL)
+def reap() -> dict[str, Any]:
+    """One reaper sweep on demand (each worker also sweeps on its own, periodically)."""
+    from worker.reaper import Reaper
+
+    return Reaper().sweep()._asdict()
