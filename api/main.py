@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from starlette.concurrency import run_in_threadpool
 
@@ -77,11 +77,8 @@ def create_app(settings: Settings | None = None, *, upload_limits: UploadLimits 
     app.state.metrics = Metrics(state)
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
-    v1 = APIRouter(prefix="/v1")
-    for module in (datasets, searches, retrains, jobs, genotypes, artifacts):
-        v1.include_router(module.router)
-    app.include_router(v1)
-    app.include_router(health.router)
+    for module in (datasets, searches, retrains, jobs, genotypes, artifacts, health):
+        app.include_router(module.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

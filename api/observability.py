@@ -94,7 +94,7 @@ class Metrics:
 
 def _route_template(scope: Scope) -> str:
     route = scope.get("route")
-    return getattr(route, "path_format", None) or getattr(route, "path", None) or "unmatched"
+    return getattr(route, "path", None) or "unmatched"
 
 
 class RequestContextMiddleware:

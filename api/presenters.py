@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 from fastapi import Response
 from pydantic import BaseModel
 
+from api.routes import API_PREFIX
 from api.schemas import (
     ArtifactOut,
     DatasetDetail,
@@ -21,7 +22,7 @@ from store.models import Artifact, Dataset, Genotype, Job, JobKind
 
 M = TypeVar("M", bound=BaseModel)
 
-API = "/v1"
+API = API_PREFIX
 
 
 def _build(model: type[M], row: Any, **extra: Any) -> M:

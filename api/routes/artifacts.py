@@ -12,13 +12,14 @@ from fastapi.responses import StreamingResponse
 from api.deps import OwnedJob, SessionDep, SettingsDep
 from api.errors import NotFound, error_responses
 from api.presenters import artifact_out
+from api.routes import API_PREFIX
 from api.schemas import ArtifactList
 from api.services.ranges import file_chunks, parse_range
 from store.artifacts import ArtifactStore, get_artifact, list_artifacts
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/jobs/{job_id}/artifacts", tags=["artifacts"])
+router = APIRouter(prefix=API_PREFIX + "/jobs/{job_id}/artifacts", tags=["artifacts"])
 
 BINARY = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
 

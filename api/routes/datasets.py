@@ -14,13 +14,14 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import CurrentUser, OwnedDataset, SessionDep, StateDep
 from api.errors import Unprocessable, UnsupportedMediaType, error_responses
 from api.presenters import dataset_detail, dataset_out
+from api.routes import API_PREFIX
 from api.schemas import DatasetDetail, DatasetPage, DatasetRegister
 from api.services.datasets import new_upload_folder, register_path, register_upload
 from api.services.uploads import receive_upload
 from store.models import Dataset
 from store.pagination import MAX_LIMIT, keyset_page
 
-router = APIRouter(prefix="/datasets", tags=["datasets"])
+router = APIRouter(prefix=f"{API_PREFIX}/datasets", tags=["datasets"])
 
 REGISTER_BODY: dict[str, Any] = {
     "requestBody": {
@@ -78,7 +79,7 @@ async def register_dataset(
             "send JSON {name, path, format?} to register a server path, or multipart/form-data with a "
             "'file' archive to upload one"
         )
-    response.headers["Location"] = f"/v1/datasets/{dataset.id}"
+    response.headers["Location"] = f"{API_PREFIX}/datasets/{dataset.id}"
     return dataset_detail(dataset)
 
 

@@ -7,11 +7,12 @@ from fastapi import APIRouter
 from api.deps import OwnedGenotype, OwnedJob, SessionDep
 from api.errors import Conflict, NotFound, error_responses
 from api.presenters import genotype_out
+from api.routes import API_PREFIX
 from api.schemas import GenotypeOut
 from store.history import latest_genotype
 from store.models import JobKind
 
-router = APIRouter(tags=["genotypes"])
+router = APIRouter(prefix=API_PREFIX, tags=["genotypes"])
 
 
 @router.get("/genotypes/{genotype_id}", response_model=GenotypeOut, responses=error_responses(404))

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Response
 from api.deps import CurrentUser, OwnedJob, SessionDep
 from api.errors import Conflict, error_responses
 from api.presenters import job_out
+from api.routes import API_PREFIX
 from api.schemas import AlphaHistory, JobOut, JobPage, MetricsOut
 from api.services.history import edge_labels, epoch_cursor, group_by_epoch
 from store.history import list_alpha_snapshots, list_case_scores, list_epoch_metrics
@@ -16,7 +17,7 @@ from store.jobs import request_cancel
 from store.models import TERMINAL_STATUSES, Job, JobKind, JobStatus
 from store.pagination import MAX_LIMIT, list_jobs
 
-router = APIRouter(prefix="/jobs", tags=["jobs"])
+router = APIRouter(prefix=f"{API_PREFIX}/jobs", tags=["jobs"])
 
 
 @router.get("", response_model=JobPage, responses=error_responses(400))

@@ -7,12 +7,13 @@ from fastapi import APIRouter, Response
 from api.deps import CurrentUser, IdempotencyKey, SessionDep, SettingsDep
 from api.errors import error_responses
 from api.presenters import submitted
+from api.routes import API_PREFIX
 from api.schemas import JobOut, SearchSubmit
 from api.services.configs import search_config
 from api.services.submit import ready_dataset, submit
 from store.models import JobKind
 
-router = APIRouter(prefix="/searches", tags=["jobs"])
+router = APIRouter(prefix=f"{API_PREFIX}/searches", tags=["jobs"])
 
 
 @router.post("", status_code=202, response_model=JobOut, responses=error_responses(404, 409))

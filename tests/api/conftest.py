@@ -12,6 +12,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -146,14 +147,20 @@ def open_client(app: Any) -> TestClient:
 
 
 @pytest.fixture
-def upload_limits() -> UploadLimits:
-    return UploadLimits()
+def make_client(settings: Settings) -> Iterator[Callable[..., TestClient]]:
+    """``make_client(upload_limits=None, **setting_changes)``: a started client on a new app."""
+    with ExitStack() as stack:
+
+        def make(upload_limits: UploadLimits | None = None, **changes: Any) -> TestClient:
+            app = create_app(settings.model_copy(update=changes), upload_limits=upload_limits)
+            return stack.enter_context(open_client(app))
+
+        yield make
 
 
 @pytest.fixture
-def client(settings: Settings, upload_limits: UploadLimits) -> Iterator[TestClient]:
-    with open_client(create_app(settings, upload_limits=upload_limits)) as test_client:
-        yield test_client
+def client(make_client: Callable[..., TestClient]) -> TestClient:
+    return make_client()
 
 
 @pytest.fixture
