@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import local
+from cli import local, service
 
 app = typer.Typer(
     name="thrifty-nas",
@@ -14,6 +14,7 @@ app = typer.Typer(
     add_completion=False,
 )
 local.register(app)
+service.register(app)
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -21,6 +21,7 @@ from functools import lru_cache
 from typing import Any
 
 from celery import Celery, Task, shared_task, signals
+from kombu import Exchange
 from kombu import Queue as KombuQueue
 
 from store.settings import Settings, get_settings
@@ -56,7 +57,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_url": settings.broker_url,
         "broker_transport_options": transport_options(settings),
         "broker_connection_retry_on_startup": True,
-        "task_queues": [KombuQueue(q.value, routing_key=q.value) for q in Queue],
+        "task_queues": [KombuQueue(q.value, Exchange(q.value, type="direct"), routing_key=q.value) for q in Queue],
         "task_default_queue": Queue.GPU.value,
         "task_acks_late": True,
         "worker_prefetch_multiplier": 1,

@@ -9,7 +9,7 @@ The task in ``worker.tasks`` hands off here in one line. The flow:
 3. Success: copy the outputs into the artefact store, then in one transaction mark the job
    succeeded and write its artefact rows, epoch history, genotype and per-case DSC.
 4. Stop: cancelled -> ``cancelled``; lease lost -> nothing (the job is someone else's now);
-   this worker shutting down -> the job is handed back (lease expired, re-queued) at once.
+   this worker shutting down -> the job is handed back to the queue at once (no attempt spent).
 5. A failure a person can fix -> ``failed`` with a message saying what to change (the
    traceback goes to the log). A database error is re-raised: the job keeps its lease
    until it expires, and the reaper re-queues it.
@@ -28,6 +28,7 @@ from enum import StrEnum
 from typing import Any
 
 import torch
+from sqlalchemy import update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -42,9 +43,10 @@ from nas_core.retrain import run_retrain
 from nas_core.search import run_search
 from store.artifacts import ArtifactStore
 from store.db import get_sessionmaker, session_scope
-from store.jobs import claim_job, finish_job, renew_lease
+from store.jobs import claim_job, finish_job
 from store.models import Job, JobKind, JobStatus
 from store.settings import Settings, get_settings
+from store.types import utcnow
 from worker.callbacks import Chain, JobControl, LeaseKeeper, StopReason, StoreCallbacks
 from worker.plan import JobPlan, JobRejected, plan_job, work_dir
 from worker.results import copy_outputs, publish
@@ -71,6 +73,10 @@ def request_shutdown(reason: str) -> None:
     """Make the running job (if any) stop at its next step and go back to the queue."""
     log.info("%s: the running job stops at its next step and is re-queued", reason)
     _shutdown.set()
+
+
+def shutting_down() -> bool:
+    return _shutdown.is_set()
 
 
 def default_worker_id() -> str:
@@ -213,13 +219,36 @@ def _stopped(control: JobControl, settings: Settings, enqueue: Callable[[str, st
 
 
 def _hand_back(control: JobControl, enqueue: Callable[[str, str], None] | None) -> bool:
-    """Expire our lease and re-queue the job now, instead of after the lease runs out."""
-    from worker.reaper import Reaper
+    """Put our running job straight back in the queue, without spending one of its attempts.
 
+    One conditional UPDATE, like every state change in ``store.jobs`` (where it belongs as
+    ``release_job``; it lives here until the store has one): only our own running job
+    with no cancel request moves, so it races safely with a cancel or a reaper.
+    """
+    now = utcnow()
+    stmt = (
+        update(Job)
+        .where(Job.id == control.job_id, Job.status == JobStatus.RUNNING.value,
+               Job.worker_id == control.worker_id, Job.cancel_requested.is_(False))
+        .values(status=JobStatus.QUEUED.value, worker_id=None, lease_expires_at=None,
+                attempt=Job.attempt - 1, queued_at=now, updated_at=now)
+        .returning(Job.kind)
+        .execution_options(synchronize_session=False)
+    )
     with session_scope(control.sessions) as session:
-        expired = renew_lease(session, control.job_id, control.worker_id, lease_seconds=-1)
-    if not expired:
+        kind = session.scalars(stmt).one_or_none()
+    if kind is None:
         return False
-    Reaper(control.sessions, enqueue=enqueue).reap_expired()
+    try:
+        (enqueue or _default_enqueue)(control.job_id, kind)
+    except Exception as exc:  # the broker is down: the reaper re-sends the queued job later
+        log.warning("job %s re-queued, but its message could not be sent (%s: %s); the reaper re-sends it",
+                    control.job_id, exc.__class__.__name__, exc)
     log.info("job %s handed back to the queue", control.job_id)
     return True
+
+
+def _default_enqueue(job_id: str, kind: str) -> None:
+    from worker.dispatch import enqueue_job
+
+    enqueue_job(job_id, kind)

@@ -13,6 +13,7 @@ import os
 from typing import Any
 
 from celery import current_task
+from celery.exceptions import Reject
 
 from worker import runner
 from worker.app import Queue, task
@@ -26,6 +27,8 @@ def _worker_id() -> str:
 @task("run_job", Queue.GPU)
 def run_job(job_id: str) -> str:
     """Claim and run a search or retrain; a duplicate message does nothing."""
+    if runner.shutting_down():  # taken during a warm shutdown: put it back for another worker
+        raise Reject("this worker is shutting down", requeue=True)
     return runner.run_job(job_id, worker_id=_worker_id()).value
 
 

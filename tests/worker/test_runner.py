@@ -258,7 +258,8 @@ def test_shutdown_hands_the_running_job_back_to_the_queue(owner, sessions, setti
                       shutdown=shutdown, enqueue=lambda job, kind: sent.append((job, kind)))
     assert outcome is Outcome.HANDED_BACK and len(watch.steps) == watch.acted_after
     job = job_row(sessions, job_id)
-    assert (job.status, job.worker_id, job.attempt) == ("queued", None, 1) and sent == [(job_id, "search")]
+    assert (job.status, job.worker_id, job.lease_expires_at) == ("queued", None, None)
+    assert job.attempt == 0 and sent == [(job_id, "search")]  # a clean stop spends no attempt
 
 
 def test_reaper_resends_stale_queued_jobs_unless_their_message_waits(owner, sessions):
