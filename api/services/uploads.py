@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.types import Message
@@ -114,8 +115,6 @@ async def receive_upload(request: Request, limit: int, folder: Path) -> Upload:
 
 
 async def _save(upload: UploadFile, target: Path) -> None:
-    from starlette.concurrency import run_in_threadpool
-
     def copy() -> None:
         upload.file.seek(0)
         with open(target, "xb") as out:

@@ -48,9 +48,12 @@ def _unreachable(what: str, exc: Exception) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def _isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Anything reading the global settings (e.g. worker.dispatch) uses a temp home and the test broker."""
+    """Anything reading the global settings (e.g. worker.dispatch) uses a temp home and the test broker.
+
+    Module-scoped, so the environment is restored before tests of other packages run.
+    """
     saved = {k: os.environ.get(k) for k in ("THRIFTY_HOME", "THRIFTY_BROKER_URL")}
     os.environ["THRIFTY_HOME"] = str(tmp_path_factory.mktemp("home"))
     os.environ["THRIFTY_BROKER_URL"] = REDIS_URL

@@ -93,7 +93,9 @@ def test_unknown_dataset_is_404(client, alice) -> None:
     assert "dataset 'ds_nope' not found" in response.json()["error"]["message"]
 
 
-def test_idempotency_key_replays_the_same_job(client, alice, ds, factory) -> None:
+def test_idempotency_key_replays_the_same_job(client, alice, ds, factory, monkeypatch) -> None:
+    sent: list[str] = []
+    monkeypatch.setattr(queue, "enqueue_job", lambda job_id, kind: sent.append(job_id) or True)
     headers = {**alice[1], "Idempotency-Key": "submit-1"}
     first = _search(client, headers, ds)
     again = _search(client, headers, ds)
@@ -104,6 +106,13 @@ def test_idempotency_key_replays_the_same_job(client, alice, ds, factory) -> Non
     assert other.status_code == 409 and other.json()["error"]["code"] == "idempotency_conflict"
     with factory() as session:
         assert len(session.scalars(select(Job)).all()) == 1
+    assert sent == [first.json()["id"]]  # the replay sent no second message
+
+
+def test_dataset_must_be_ready(client, alice, add_dataset) -> None:
+    invalid = add_dataset(alice[0], name="bad", status="invalid")
+    response = _search(client, alice[1], invalid)
+    assert response.status_code == 409 and response.json()["error"]["code"] == "dataset_not_ready"
 
 
 def test_invalid_idempotency_key_is_422(client, alice, ds) -> None:
