@@ -137,6 +137,7 @@ class StoreCallbacks(Callbacks):
         self.control, self.lease_seconds = control, lease_seconds
         self.progress_every, self.poll_every, self.clock = progress_every, poll_every, clock
         self._last_progress = self._last_poll = -math.inf
+        self._announced = False
 
     def _tolerant(self, what: str, func: Callable[[], object]) -> None:
         # A database blip must not kill hours of training: the lease keeper keeps trying, and
@@ -148,6 +149,11 @@ class StoreCallbacks(Callbacks):
                         exc.__class__.__name__, exc)
 
     def on_step(self, event: StepEvent) -> None:
+        if not self._announced:
+            self._announced = True
+            resumed = f"resumed from its checkpoint after epoch {event.start_epoch}" if event.start_epoch else "new"
+            log.info("job %s trains epochs %d-%d of %d (%s)", self.control.job_id, event.start_epoch + 1,
+                     event.epochs, event.epochs, resumed)
         now = self.clock()
         if now - self._last_progress < self.progress_every:
             return
