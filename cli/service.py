@@ -167,17 +167,17 @@ def worker(
     from store.migrate import is_up_to_date
     from worker.app import Queue
 
-    settings = load_settings(home)
     unknown = sorted(set(q.strip() for q in queues.split(",")) - {q.value for q in Queue})
     if unknown:
         raise ValueError(f"--queues: unknown queue(s) {unknown}; known: {[q.value for q in Queue]}")
+    gpu_ids = parse_gpus(gpus)
+    settings = load_settings(home)
     settings.ensure_dirs()
     if settings.uses_sqlite:
         _migrate(settings)
     elif not is_up_to_date(settings.database_url):
         raise ValueError(f"the database at {_safe_url(settings.database_url)} is not migrated to this version; "
                          f"run `thrifty-nas migrate` first")
-    gpu_ids = parse_gpus(gpus)
     if gpu_ids is None:
         procs = [spawn_worker("worker@%h", queues, loglevel=loglevel)]
     else:

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 TASK_PREFIX = "thrifty."
 RUN_JOB_TASK = f"{TASK_PREFIX}run_job"
 REAP_TASK = f"{TASK_PREFIX}reap"
+REDIS_CONNECT_TIMEOUT_S = 3
 
 
 class Queue(StrEnum):
@@ -43,10 +44,12 @@ class Queue(StrEnum):
 
 def transport_options(settings: Settings) -> dict[str, Any]:
     """``broker_transport_options``: the filesystem transport's folders (its control folder
-    too, which kombu would otherwise create in the current directory), else none."""
+    too, which kombu would otherwise create in the current directory); Redis: a connect timeout."""
     options = dict(settings.broker_transport_options())
     if settings.uses_filesystem_broker:
         options["control_folder"] = str(settings.broker_dir / "control")
+    elif settings.broker_url.startswith(("redis://", "rediss://")):
+        options["socket_connect_timeout"] = REDIS_CONNECT_TIMEOUT_S  # a down broker fails a send fast
     return options
 
 

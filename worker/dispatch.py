@@ -72,10 +72,7 @@ def _filesystem_queue_files(queue: Queue) -> list[Path] | None:
         return None
     folder = Path(settings.broker_transport_options()["data_folder_in"])
     suffix = f".{queue.value}.msg"
-    try:
-        return [folder / name for name in os.listdir(folder) if name.endswith(suffix)]
-    except FileNotFoundError:
-        return []
+    return [folder / name for name in os.listdir(folder) if name.endswith(suffix)]
 
 
 def broker_reachable(timeout: float = 1.0) -> bool:
