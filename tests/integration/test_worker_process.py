@@ -110,6 +110,7 @@ def test_a_killed_workers_job_is_requeued_and_resumes_from_its_last_checkpoint(
     assert resumed and int(resumed.group(1)) >= 2, second.tail()  # epoch 1 was not trained again
     assert re.search(rf"reaper requeued \d+ job\(s\) with expired leases: .*{job_id}", second.log())
     assert LEASE_SECONDS < 10  # what makes this test quick
+    assert second.stop() == 0  # idle again: the next test's jobs must go to its own workers
 
     # same result as the uninterrupted run, and each epoch recorded exactly once
     with session_scope(sessions) as session:
@@ -119,3 +120,26 @@ def test_a_killed_workers_job_is_requeued_and_resumes_from_its_last_checkpoint(
     for (_, _, alphas, betas), (_, _, ref_alphas, ref_betas) in zip(got, want, strict=True):
         np.testing.assert_allclose(alphas, ref_alphas, rtol=1e-6, atol=1e-8)
         np.testing.assert_allclose(betas, ref_betas, rtol=1e-6, atol=1e-8)
+
+
+def test_a_stopped_worker_hands_its_job_back_and_another_worker_finishes_it(
+        reference: str, thrifty_env: Services, start_worker: Any, phantom_dataset: Path):
+    sessions = thrifty_env.sessions
+    leaving = start_worker("leaving")
+    job_id = _submit_search(thrifty_env, phantom_dataset)
+    checkpoint = thrifty_env.artifact_dir / "work" / job_id / "last.pt"
+    wait_for(lambda: _snapshots(sessions, job_id) and checkpoint.exists(), JOB_TIMEOUT_S,
+             "the first epoch to be recorded", interval=0.05, on_timeout=leaving.tail)
+    assert _job(sessions, job_id).worker_id.startswith("leaving@")
+    assert leaving.stop() == 0  # SIGTERM: Celery's warm shutdown
+    job = _job(sessions, job_id)
+    if job.status != "succeeded":  # (unless the last epoch ended first on a fast machine)
+        assert (job.status, job.worker_id, job.attempt) == ("queued", None, 0), leaving.tail()
+        assert f"job {job_id} handed back to the queue" in leaving.log()
+
+    successor = start_worker("successor")
+    job = _wait_finished(thrifty_env, job_id, successor)
+    assert job.status == "succeeded" and job.attempt == 1, f"{job.error}\n{successor.tail()}"
+    with session_scope(sessions) as session:
+        assert latest_genotype(session, job_id).genotype == latest_genotype(session, reference).genotype
+    assert [(e, c) for e, c, _, _ in _snapshots(sessions, job_id)] == [(e, c) for e in range(3) for c in ("dn", "up")]

@@ -11,10 +11,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
+import torch
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
-from nas_core.callbacks import Callbacks, EpochRecord, StepEvent
+from nas_core.callbacks import Callbacks, EpochRecord, StepEvent, TrainingDiverged
 from nas_core.models import build_model, count_parameters
 from store.artifacts import ArtifactStore, list_artifacts
 from store.db import session_scope
@@ -281,3 +282,25 @@ def test_reaper_resends_stale_queued_jobs_unless_their_message_waits(owner, sess
     assert Reaper(sessions, enqueue=broker_down, pending=lambda: None,
                   stale_after=timedelta(minutes=5)).resend_stale() == []
     assert job_row(sessions, lost).status == "queued"
+
+
+@pytest.mark.parametrize(("exc", "expected"), [
+    (torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+     "out of GPU memory: lower batch_size (now 2) or image_size (now 32), or channels (now 8) and resubmit"),
+    (MemoryError(), "out of host memory: lower batch_size (now 2) or image_size (now 32), or channels (now 8)"),
+    (TrainingDiverged("training diverged: loss is nan at epoch 3, step 1; lower w_lr"),
+     "training diverged: loss is nan at epoch 3, step 1; lower w_lr"),
+    (FileNotFoundError(2, "No such file or directory", "/data/x/img.nii.gz"),
+     "a file the job needs is missing: /data/x/img.nii.gz; restore it"),
+    (RuntimeError("CUDA error: an illegal memory access was encountered"), None),
+])
+def test_failures_a_person_can_fix_get_a_reason(exc, expected, settings, phantom):
+    from nas_core.config import SearchConfig
+    from store.models import JobKind
+    from worker.plan import JobPlan
+    from worker.runner import failure_message
+
+    plan = JobPlan("job_x", "usr_x", JobKind.SEARCH, "ds_x", phantom, None, SearchConfig.from_dict(TINY_SEARCH),
+                   None, work_dir(settings, "job_x"), settings.artifact_dir / "cache")
+    message = failure_message(exc, plan)
+    assert message is None if expected is None else message.startswith(expected)
