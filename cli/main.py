@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import local, service
+from cli import demo, local, service
 
 app = typer.Typer(
     name="thrifty-nas",
@@ -15,6 +15,7 @@ app = typer.Typer(
 )
 local.register(app)
 service.register(app)
+demo.register(app)
 
 
 def main() -> None:  # pragma: no cover - console entry

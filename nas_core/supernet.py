@@ -40,7 +40,7 @@ class SearchCell(nn.Module):
             for edge in self.edges:
                 if edge.node != node:
                     continue
-                y = beta_weights[edge.index] * self.mixed[edge.index](states[edge.src], alpha_weights[edge.index])
+                y = self.mixed[edge.index](states[edge.src], alpha_weights[edge.index], beta_weights[edge.index])
                 total = y if total is None else total + y
             states.append(total)
         return self.fuse(torch.cat(states[2:], dim=1))

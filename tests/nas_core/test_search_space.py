@@ -205,3 +205,13 @@ def test_default_configuration_derived_nets_stay_within_paper_budget():
 def test_every_family_has_none_and_skip():
     for family in Family:
         assert {"none", "skip"} <= set(OPS[family])
+
+
+@pytest.mark.parametrize("family", list(Family))
+@pytest.mark.parametrize("k", [1, 4])
+def test_edge_scale_folded_into_mixed_op_equals_scaling_its_output(family, k):
+    mixed = MixedOp(family, 8, k).eval()
+    x = torch.randn(2, 8, 8, 8)
+    weights = torch.softmax(torch.randn(len(op_names(family))), 0)
+    scale = torch.tensor(0.37)
+    torch.testing.assert_close(mixed(x, weights, scale), scale * mixed(x, weights))
