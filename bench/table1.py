@@ -185,19 +185,12 @@ def _trivial_dsc(val: Any, num_classes: int) -> float | None:
 
 
 def _search_data(args: argparse.Namespace) -> Any:
-    from nas_core.data import SliceDataset, halve, normalisation_for, open_dataset, split_cases
-    from nas_core.pipeline import PreparedData, prepare_search_data
+    from nas_core.pipeline import prepare_search_data
 
     cache = Path(args.out) / "cache"
-    if args.search_cases == "all":
-        return prepare_search_data(Path(args.data), args.image_size, args.seed, cache_dir=cache,
-                                   data_format=args.format)
-    spec = open_dataset(Path(args.data), format=args.format)
-    train_ids, _ = split_cases([c.case_id for c in spec.cases], args.val_fraction, args.seed)
-    w_ids, a_ids = halve(train_ids, args.seed)
-    norm = normalisation_for(spec.modality)
-    return PreparedData(spec, SliceDataset(spec, w_ids, args.image_size, norm, cache_dir=cache),
-                        SliceDataset(spec, a_ids, args.image_size, norm, cache_dir=cache), norm, args.image_size)
+    val_fraction = args.val_fraction if args.search_cases == "train" else 0.0
+    return prepare_search_data(Path(args.data), args.image_size, args.seed, val_fraction, cache_dir=cache,
+                               data_format=args.format)
 
 
 def child_search(args: argparse.Namespace, out: Path) -> dict[str, Any]:

@@ -77,6 +77,7 @@ class SearchConfig(_Config):
     arch_betas: tuple[float, float] = (0.5, 0.999)
     arch_weight_decay: float = 1e-3
     early_stop_patience: int | None = None
+    val_fraction: float = 0.2
     deep_supervision: bool = False
     steps_per_epoch: int | None = None
     device: str = "auto"
@@ -96,6 +97,7 @@ class SearchConfig(_Config):
             "w_lr": (0 < self.w_lr < 10, f"must be in (0, 10), got {self.w_lr}"),
             "arch_lr": (0 <= self.arch_lr < 1, f"must be in [0, 1), got {self.arch_lr}"),
             "grad_clip": (self.grad_clip > 0, f"must be > 0, got {self.grad_clip}"),
+            "val_fraction": (0 <= self.val_fraction < 1, f"must be in [0, 1), got {self.val_fraction}"),
             "early_stop_patience": (self.early_stop_patience is None or self.early_stop_patience >= 1,
                                     f"must be >= 1 or null, got {self.early_stop_patience}"),
         })

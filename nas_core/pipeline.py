@@ -12,6 +12,7 @@ from typing import Any
 
 from nas_core.data import (
     Augment,
+    DatasetError,
     DatasetSpec,
     Normalisation,
     SliceDataset,
@@ -72,10 +73,17 @@ def _prepare(root: Path, image_size: int, sides: tuple[list[str], list[str]], sp
     return PreparedData(spec, train, held_out, norm, image_size)
 
 
-def prepare_search_data(root: Path, image_size: int, seed: int, cache_dir: Path | None = None,
-                        data_format: str | None = None) -> PreparedData:
+def prepare_search_data(root: Path, image_size: int, seed: int, val_fraction: float = 0.2,
+                        cache_dir: Path | None = None, data_format: str | None = None) -> PreparedData:
+    """Halve the *training* split: with the same seed and val_fraction as the retrain, the
+    validation cases never help choose the architecture (val_fraction=0: every case)."""
     spec = open_dataset(root, format=data_format)
-    return _prepare(root, image_size, halve([c.case_id for c in spec.cases], seed), spec, cache_dir)
+    ids = [c.case_id for c in spec.cases]
+    train_ids = split_cases(ids, val_fraction, seed)[0] if val_fraction > 0 else ids
+    if len(train_ids) < 2:
+        raise DatasetError(f"the search needs at least 2 training cases to halve, got {len(train_ids)} of "
+                           f"{len(ids)} after holding out val_fraction={val_fraction}; add cases or set val_fraction=0")
+    return _prepare(root, image_size, halve(train_ids, seed), spec, cache_dir)
 
 
 def prepare_retrain_data(root: Path, image_size: int, seed: int, val_fraction: float,

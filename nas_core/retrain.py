@@ -111,9 +111,10 @@ class _Retrain:
             self.opt.step()
             self.cb.on_step(StepEvent("retrain", epoch, cfg.epochs, step, steps, total / (step + 1),
                                       time.perf_counter() - t0, time.perf_counter() - run_t0, self.start_epoch))
+        lr = self.opt.param_groups[0]["lr"]  # the rate this epoch used
         self.sched.step()
         elapsed = time.perf_counter() - t0
-        return {"loss": total / max(steps, 1), "lr": self.opt.param_groups[0]["lr"],
+        return {"loss": total / max(steps, 1), "lr": lr,
                 "data_wait_fraction": stream.wait_s / max(elapsed, 1e-9), "seconds": elapsed}
 
     def run(self) -> RetrainResult:

@@ -138,10 +138,11 @@ class _Search:
             self.w_opt.step()
             self.cb.on_step(StepEvent("search", epoch, cfg.epochs, step, steps, w_loss / (step + 1),
                                       time.perf_counter() - t0, time.perf_counter() - run_t0, self.start_epoch))
+        lr = self.w_opt.param_groups[0]["lr"]  # the rate this epoch used
         self.w_sched.step()
         elapsed = time.perf_counter() - t0
         return {"loss": w_loss / max(steps, 1), "arch_loss": a_loss / max(steps, 1) if arch_on else None,
-                "lr": self.w_opt.param_groups[0]["lr"], "data_wait_fraction": w_stream.wait_s / max(elapsed, 1e-9),
+                "lr": lr, "data_wait_fraction": w_stream.wait_s / max(elapsed, 1e-9),
                 "seconds": elapsed}
 
     def run(self) -> SearchResult:
@@ -209,7 +210,8 @@ def run_search(data: str | Path | PreparedData, config: SearchConfig, out_dir: s
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     prepared = data if isinstance(data, PreparedData) else prepare_search_data(
-        Path(data), config.image_size, config.seed, cache_dir=cache_dir, data_format=data_format)
+        Path(data), config.image_size, config.seed, config.val_fraction, cache_dir=cache_dir,
+        data_format=data_format)
     search = _Search(prepared, config, out_dir, callbacks or Callbacks())
     if resume and (out_dir / LAST).exists():
         search.restore(out_dir / LAST)

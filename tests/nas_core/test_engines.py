@@ -184,3 +184,22 @@ def test_checkpoint_write_is_atomic(tmp_path):
         save_checkpoint({"epoch": 2, "w": Boom()}, target)
     assert load_checkpoint(target)["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_search_never_sees_the_retrain_validation_cases(phantom):
+    from nas_core.pipeline import prepare_retrain_data, prepare_search_data
+
+    search = prepare_search_data(phantom, 32, seed=5, val_fraction=0.34)
+    retrain = prepare_retrain_data(phantom, 32, seed=5, val_fraction=0.34)
+    searched = set(search.train.case_ids) | set(search.arch.case_ids)
+    assert searched == set(retrain.train.case_ids)
+    assert searched.isdisjoint(retrain.val.case_ids)
+    everything = prepare_search_data(phantom, 32, seed=5, val_fraction=0.0)
+    assert len(everything.train.case_ids) + len(everything.arch.case_ids) == 6
+
+
+def test_logged_learning_rate_is_the_one_used(phantom, tmp_path):
+    config = RetrainConfig(epochs=2, image_size=32, batch_size=4, lr=1e-3, val_fraction=0.34)
+    result = run_retrain(phantom, {"baseline": "unet"}, config, tmp_path)
+    assert result.history[0]["metrics"]["train"]["lr"] == pytest.approx(1e-3)
+    assert result.history[1]["metrics"]["train"]["lr"] == pytest.approx(5e-4)
