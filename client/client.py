@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-import hashlib
+import collections
+import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from client.errors import ApiError, error_for
+from client.download import CHUNK, DownloadProgress, ProgressFn, download_artifact
+from client.errors import ApiError, NotFound, error_for
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+MAIN_ARTIFACT = {"retrain": "best.pt", "search": "last.pt"}
 
 
 class Client:
@@ -57,10 +60,12 @@ class Client:
         body = {"name": name, "path": path, **({"format": format} if format else {})}
         return self._json("POST", "/v1/datasets", json=body)
 
-    def upload_dataset(self, name: str, archive: str | Path) -> dict[str, Any]:
+    def upload_dataset(self, name: str, archive: str | Path, format: str | None = None) -> dict[str, Any]:
+        """Upload a .zip/.tar/.tar.gz archive of a dataset; the server unpacks and verifies it."""
         archive = Path(archive)
+        fields = {"name": name, **({"format": format} if format else {})}
         with archive.open("rb") as fh:
-            return self._json("POST", "/v1/datasets", data={"name": name}, files={"file": (archive.name, fh)})
+            return self._json("POST", "/v1/datasets", data=fields, files={"file": (archive.name, fh)})
 
     def datasets(self) -> list[dict[str, Any]]:
         return list(self._paged("/v1/datasets", {}))
@@ -81,30 +86,60 @@ class Client:
         body = {"dataset_id": dataset_id, "architecture": architecture, "config": config or {}}
         return self._json("POST", "/v1/retrains", json=body, headers=headers)
 
-    def jobs(self, kind: str | None = None, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-        params = {k: v for k, v in {"kind": kind, "status": status, "limit": limit}.items() if v is not None}
-        return list(self._paged("/v1/jobs", params))
+    def iter_jobs(self, kind: str | None = None, status: str | Sequence[str] | None = None,
+                  limit: int = 50) -> Iterator[dict[str, Any]]:
+        """Your jobs, newest first, page by page (``limit`` per page); ``status``: one or several."""
+        statuses = [status] if isinstance(status, str) else list(status or [])
+        params = {k: v for k, v in {"kind": kind, "status": statuses or None, "limit": limit}.items()
+                  if v is not None}
+        return self._paged("/v1/jobs", params)
+
+    def jobs(self, kind: str | None = None, status: str | Sequence[str] | None = None, limit: int = 50,
+             max_items: int | None = None) -> list[dict[str, Any]]:
+        """All your jobs (or the ``max_items`` newest) of a kind and some statuses."""
+        return list(itertools.islice(self.iter_jobs(kind, status, limit), max_items))
 
     def job(self, job_id: str) -> dict[str, Any]:
         return self._json("GET", f"/v1/jobs/{job_id}")
 
     def cancel(self, job_id: str) -> dict[str, Any]:
+        """Cancel a queued job (now) or a running one (within a step; ``cancel_requested`` is true)."""
         return self._json("POST", f"/v1/jobs/{job_id}/cancel")
 
-    def wait(self, job_id: str, timeout: float = 3600.0, poll: float = 1.0) -> dict[str, Any]:
-        """Poll until the job ends; raises TimeoutError with its last state."""
-        deadline = time.monotonic() + timeout
+    def watch(self, job_id: str, poll: float = 1.0, timeout: float | None = None) -> Iterator[dict[str, Any]]:
+        """Yield the job each time its state changes (status, epoch, progress, ETA, metrics), the
+        first one at once and the last one when it has ended; TimeoutError after ``timeout`` s."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last: tuple[Any, ...] | None = None
         while True:
             job = self.job(job_id)
+            state = tuple(job.get(k) for k in ("status", "epoch", "progress", "eta_seconds", "updated_at"))
+            if state != last:
+                last = state
+                yield job
             if job["status"] in TERMINAL:
-                return job
-            if time.monotonic() > deadline:
+                return
+            if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} still {job['status']} after {timeout:.0f}s "
                                    f"(progress {job.get('progress')})")
             time.sleep(poll)
 
+    def wait(self, job_id: str, timeout: float = 3600.0, poll: float = 1.0) -> dict[str, Any]:
+        """Poll until the job ends; raises TimeoutError with its last state."""
+        return collections.deque(self.watch(job_id, poll=poll, timeout=timeout), maxlen=1)[0]
+
     def alphas(self, job_id: str) -> list[dict[str, Any]]:
+        """A search's architecture weights, one item per epoch (all pages)."""
         return list(self._paged(f"/v1/jobs/{job_id}/alphas", {}))
+
+    def alpha_history(self, job_id: str, after_epoch: int | None = None) -> dict[str, Any]:
+        """The whole alpha history with its edge labels: ``{job_id, edges, items}``."""
+        params = {} if after_epoch is None else {"after_epoch": after_epoch}
+        first = self._json("GET", f"/v1/jobs/{job_id}/alphas", params=params)
+        items = list(first["items"])
+        if first.get("next_cursor"):
+            items += self._paged(f"/v1/jobs/{job_id}/alphas", {}, cursor=first["next_cursor"])
+        return {"job_id": first["job_id"], "edges": first["edges"], "items": items}
 
     def metrics(self, job_id: str) -> dict[str, Any]:
         return self._json("GET", f"/v1/jobs/{job_id}/metrics")
@@ -119,39 +154,35 @@ class Client:
         body = self._json("GET", f"/v1/jobs/{job_id}/artifacts")
         return body["items"] if isinstance(body, dict) and "items" in body else body
 
-    def download(self, job_id: str, name: str, dest: str | Path, chunk: int = 1 << 20) -> Path:
-        """Download an artefact; an interrupted download resumes with a Range request, and
-        the result is checked against the server's sha256 (ValueError when it differs)."""
-        meta = next((a for a in self.artifacts(job_id) if a["name"] == name), None)
+    def artifact(self, job_id: str, name: str) -> dict[str, Any]:
+        """One artefact's listing (size, sha256, download link); NotFound names the ones there are."""
+        items = self.artifacts(job_id)
+        meta = next((a for a in items if a["name"] == name), None)
         if meta is None:
-            raise error_for(404, {"error": {"code": "not_found", "message": f"job {job_id} has no artifact {name!r}"}})
+            have = ", ".join(sorted(a["name"] for a in items)) or "none yet (they appear when it succeeds)"
+            raise NotFound(404, "not_found", f"job {job_id} has no artifact {name!r}; it has: {have}",
+                           {"resource": "artifact", "id": name})
+        return meta
+
+    @staticmethod
+    def main_artifact(job: dict[str, Any]) -> str:
+        """The checkpoint worth downloading: ``best.pt`` of a retrain, ``last.pt`` of a search."""
+        return MAIN_ARTIFACT[job["kind"]]
+
+    def download(self, job_id: str, name: str | None = None, dest: str | Path = ".", chunk: int = CHUNK,
+                 progress: ProgressFn | None = None) -> Path:
+        """Download an artefact (default: the job's main checkpoint) to ``dest`` (a file, or a
+        folder to put it in). An interrupted download resumes with a Range request; the result
+        is checked against the server's sha256 (``ChecksumMismatch``, a ValueError, when it differs)."""
+        if name is None:
+            name = self.main_artifact(self.job(job_id))
+        meta = self.artifact(job_id, name)
         dest = Path(dest)
         if dest.is_dir():
             dest = dest / name
-        partial = dest.with_name(dest.name + ".part")
-        have = partial.stat().st_size if partial.exists() else 0
-        if have > meta["size"]:
-            partial.unlink()
-            have = 0
-        headers = {"Range": f"bytes={have}-"} if 0 < have < meta["size"] else {}
-        if have < meta["size"]:
-            with self.http.stream("GET", f"/v1/jobs/{job_id}/artifacts/{name}", headers=headers) as response:
-                if response.status_code >= 400:
-                    response.read()
-                    raise error_for(response.status_code, response.json())
-                mode = "ab" if response.status_code == 206 else "wb"
-                with partial.open(mode) as fh:
-                    for block in response.iter_bytes(chunk):
-                        fh.write(block)
-        digest = hashlib.sha256(partial.read_bytes()).hexdigest()
-        if digest != meta["sha256"]:
-            partial.unlink()
-            raise ValueError(f"{name}: sha256 {digest} does not match the server's {meta['sha256']}; download again")
-        partial.replace(dest)
-        return dest
+        return download_artifact(self.http, job_id, meta, dest, chunk, progress)
 
-    def _paged(self, path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        cursor = None
+    def _paged(self, path: str, params: dict[str, Any], cursor: str | None = None) -> Iterator[dict[str, Any]]:
         while True:
             query = {**params, **({"cursor": cursor} if cursor else {})}
             body = self._json("GET", path, params=query)
@@ -161,4 +192,4 @@ class Client:
                 return
 
 
-__all__ = ["ApiError", "Client"]
+__all__ = ["ApiError", "Client", "DownloadProgress"]

@@ -29,6 +29,15 @@ class ValidationFailed(ApiError):
     """422 (or 400): the request was refused; `details` says which field and why."""
 
 
+class ChecksumMismatch(ValueError):
+    """A downloaded file does not hash to the server's sha256 (the partial file is removed)."""
+
+    def __init__(self, name: str, actual: str, expected: str) -> None:
+        self.name, self.actual, self.expected = name, actual, expected
+        super().__init__(f"{name}: sha256 {actual} does not match the server's {expected}; "
+                         f"the partial file was removed, download it again")
+
+
 def error_for(status: int, body: Any) -> ApiError:
     err = body.get("error", {}) if isinstance(body, dict) else {}
     code = err.get("code", "http_error")
