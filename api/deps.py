@@ -2,6 +2,11 @@
 
 Loaders of owned resources (``OwnedJob``, ``OwnedDataset``, ``OwnedGenotype``) answer 404
 both for a missing id and for another user's: existence is never revealed (no 403).
+
+The caller is named by ``Authorization: Bearer <key>``, or, for GET and HEAD only, by the
+dashboard's HttpOnly cookie ``thrifty_key`` (``api.web``), so that the pages' ``<img>`` plots
+and artefact links load. A cookie never authenticates a request that changes state: the
+dashboard's own forms check a CSRF token, the JSON API takes the header.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from store.settings import Settings
 from store.users import authenticate
 
 REALM = "thrifty-nas"
+SESSION_COOKIE = "thrifty_key"  # the dashboard's login cookie: the API key itself (HttpOnly, SameSite=Strict)
+COOKIE_METHODS = frozenset({"GET", "HEAD"})
 
 
 def get_state(request: Request) -> AppState:
@@ -57,16 +64,20 @@ bearer = HTTPBearer(auto_error=False, description="an API key: `Authorization: B
 
 
 def current_user(
+    request: Request,
     session: SessionDep,
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> User:
-    if credentials is None:
+    key = credentials.credentials if credentials is not None else None
+    if key is None and request.method in COOKIE_METHODS:
+        key = request.cookies.get(SESSION_COOKIE)
+    if key is None:
         raise Unauthorized(
             "missing API key: send the header 'Authorization: Bearer <your key>'",
             headers={"WWW-Authenticate": f'Bearer realm="{REALM}"'},
         )
-    user = authenticate(session, credentials.credentials, pepper=settings.api_key_pepper.get_secret_value())
+    user = authenticate(session, key, pepper=settings.api_key_pepper.get_secret_value())
     if user is None:
         raise Unauthorized(
             "invalid API key: it is unknown or was revoked; ask for a new key",
