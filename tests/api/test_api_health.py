@@ -85,6 +85,9 @@ ROUTES = [
     ("get", "/v1/jobs/{job_id}/alphas"), ("get", "/v1/jobs/{job_id}/metrics"),
     ("get", "/v1/jobs/{job_id}/genotype"), ("get", "/v1/genotypes/{genotype_id}"),
     ("get", "/v1/jobs/{job_id}/artifacts"), ("get", "/v1/jobs/{job_id}/artifacts/{name}"),
+    ("get", "/v1/jobs/{job_id}/plots/alphas.{fmt}"), ("get", "/v1/jobs/{job_id}/plots/curves.{fmt}"),
+    ("get", "/v1/jobs/{job_id}/plots/genotype.{fmt}"), ("get", "/v1/genotypes/{genotype_id}/diagram.{fmt}"),
+    ("get", "/v1/plots/grid.{fmt}"),
     ("get", "/healthz"), ("get", "/readyz"), ("get", "/metrics"),
 ]
 
