@@ -54,12 +54,18 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint dict, refusing files that are not ours."""
+    """Read a checkpoint dict, refusing files that are not ours.
+
+    `path` may also be a model bundle (``nas_core.bundle``): its checkpoint member is read.
+    """
+    from nas_core.bundle import bundled_checkpoint
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
+        member = bundled_checkpoint(path)
+        state = torch.load(path if member is None else member, map_location=map_location, weights_only=False)
     except Exception as exc:  # torch raises many types for a corrupt or foreign file
         raise CheckpointError(f"{path} is not a readable checkpoint: {exc}") from None
     if not isinstance(state, dict) or "schema" not in state:
