@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import demo, local, remote, service
+from cli import demo, export, local, remote, service
 
 app = typer.Typer(
     name="thrifty-nas",
@@ -16,6 +16,7 @@ app = typer.Typer(
 local.register(app)
 service.register(app)
 demo.register(app)
+export.register(app)
 remote.register(app)
 
 
