@@ -6,8 +6,9 @@ The task in ``worker.tasks`` hands off here in one line. The flow:
 2. Resolve the job (``worker.plan``) and run the engine with ``resume=True`` in
    ``{artifact_dir}/work/{job_id}``: a re-queued job continues from its last epoch checkpoint.
    A lease keeper thread renews the lease meanwhile.
-3. Success: copy the outputs into the artefact store, then in one transaction mark the job
-   succeeded and write its artefact rows, epoch history, genotype and per-case DSC.
+3. Success: copy the outputs into the artefact store (a retrain's model also packaged as
+   ``bundle.zip`` and ``model.onnx``; packaging never fails the job), then in one transaction
+   mark the job succeeded and write its artefact rows, epoch history, genotype and per-case DSC.
 4. Stop: cancelled -> ``cancelled``; lease lost -> nothing (the job is someone else's now);
    this worker shutting down -> the job is handed back to the queue at once (no attempt spent).
 5. A failure a person can fix -> ``failed`` with a message saying what to change (the
@@ -32,6 +33,8 @@ from sqlalchemy import update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from nas_core import retrain as retrain_engine
+from nas_core.bundle import make_bundle
 from nas_core.callbacks import Callbacks, StopRequested, TrainingDiverged
 from nas_core.checkpoint import CheckpointError
 from nas_core.config import ConfigError
@@ -44,12 +47,12 @@ from nas_core.search import run_search
 from store.artifacts import ArtifactStore
 from store.db import get_sessionmaker, session_scope
 from store.jobs import claim_job, finish_job
-from store.models import Job, JobKind, JobStatus
+from store.models import ArtifactKind, Job, JobKind, JobStatus
 from store.settings import Settings, get_settings
 from store.types import utcnow
 from worker.callbacks import Chain, JobControl, LeaseKeeper, StopReason, StoreCallbacks
 from worker.plan import JobPlan, JobRejected, plan_job, work_dir
-from worker.results import copy_outputs, publish
+from worker.results import Output, copy_outputs, publish
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +159,8 @@ def _run_claimed(control: JobControl, settings: Settings, observers: Sequence[Ca
         log.info("job %s (%s) running on %s in %s", job_id, plan.kind.value, control.worker_id, plan.out_dir)
         callbacks = Chain(StoreCallbacks(control, settings.lease_seconds, progress_every), *observers)
         result = _run_engine(plan, callbacks)
-        outputs = copy_outputs(plan, ArtifactStore(settings.artifact_dir))
+        store = ArtifactStore(settings.artifact_dir)
+        outputs = [*copy_outputs(plan, store), *package_model(plan, store)]
         with session_scope(sessions) as session:
             if not finish_job(session, job_id, control.worker_id, JobStatus.SUCCEEDED):
                 raise _NoLongerOurs
@@ -190,6 +194,27 @@ def _run_engine(plan: JobPlan, callbacks: Callbacks) -> Any:
     if plan.kind is JobKind.SEARCH:
         return run_search(plan.data_path, plan.config, plan.out_dir, **common)
     return run_retrain(plan.data_path, plan.architecture, plan.config, plan.out_dir, **common)
+
+
+BUNDLE, ONNX = "bundle.zip", "model.onnx"
+
+
+def package_model(plan: JobPlan, store: ArtifactStore) -> list[Output]:
+    """A retrain's ``bundle.zip`` (and ``model.onnx`` when the export passed its parity check).
+
+    Never fails the job: an ONNX failure is recorded in the bundle's model card, and a
+    bundle that cannot be made at all is logged and left out.
+    """
+    if plan.kind is not JobKind.RETRAIN:
+        return []
+    bundle, onnx = plan.out_dir / BUNDLE, plan.out_dir / ONNX
+    try:
+        make_bundle(plan.out_dir / retrain_engine.BEST, bundle, onnx_out=onnx)
+    except Exception:  # packaging is a convenience: the trained model is published without it
+        log.exception("job %s: the model bundle could not be made; the job succeeds without it", plan.job_id)
+        return []
+    made = [(BUNDLE, ArtifactKind.BUNDLE)] + ([(ONNX, ArtifactKind.ONNX)] if onnx.exists() else [])
+    return [Output(name, kind, store.put_file(plan.job_id, name, plan.out_dir / name, kind)) for name, kind in made]
 
 
 def _finish(control: JobControl, status: JobStatus, error: str | None = None) -> Outcome:

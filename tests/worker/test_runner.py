@@ -126,7 +126,7 @@ def test_retrain_trains_the_searched_genotype_and_records_per_case_dsc(searched,
     with session_scope(sessions) as session:
         rows = {a.name: a for a in list_artifacts(session, job_id)}
         scores = list_case_scores(session, job_id)
-    assert sorted(rows) == ["best.pt", "final.pt", "metrics.json"]
+    assert sorted(rows) == ["best.pt", "bundle.zip", "final.pt", "metrics.json", "model.onnx"]
     metrics = json.loads(store.path_of(rows["metrics.json"].location).read_text())
     assert metrics["spec"] == {"genotype": genotype.genotype}
     per_case = metrics["best"]["per_case"]
