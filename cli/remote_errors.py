@@ -69,7 +69,7 @@ def remote_errors(func: F) -> F:
                         f"(set THRIFTY_URL or pass --url)", 1, as_json,
                         {"code": "unreachable", "message": f"cannot reach {url}"}) from None
         except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
-            raise _fail(f"invalid server URL {url!r}: {exc}; give one like http://127.0.0.1:8000", 2,
+            raise _fail(f"invalid server URL {url!r}: {str(exc).rstrip('.')}; give one like http://127.0.0.1:8000", 2,
                         as_json) from None
         except httpx.TransportError as exc:
             log.debug("transport error", exc_info=True)
