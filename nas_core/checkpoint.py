@@ -75,6 +75,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return state
 
 
+def check_resumable(state: dict[str, Any], kind: str, config: dict[str, Any], path: Path) -> None:
+    """Refuse to resume a run from a checkpoint of another kind or configuration."""
+    if state.get("kind") != kind:
+        raise ValueError(f"cannot resume from {path}: it is a {state.get('kind')} checkpoint, not a {kind}")
+    if state["config"] != config:
+        changed = sorted(k for k in set(state["config"]) | set(config) if state["config"].get(k) != config.get(k))
+        raise ValueError(f"cannot resume: the configuration differs from the checkpoint's in {changed}")
+
+
 def inference_architecture(state: dict[str, Any]) -> dict[str, Any]:
     """The fixed architecture a checkpoint's weights belong to."""
     arch = state["architecture"]

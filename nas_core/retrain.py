@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from nas_core.callbacks import Callbacks, EpochRecord, StepEvent
-from nas_core.checkpoint import load_checkpoint, save_checkpoint
+from nas_core.checkpoint import check_resumable, load_checkpoint, save_checkpoint
 from nas_core.config import RetrainConfig
 from nas_core.loop import BatchStream, check_stop, checked, evaluate, mean_dsc
 from nas_core.losses import DiceCELoss
@@ -84,11 +84,9 @@ class _Retrain:
 
     def restore(self, path: Path) -> None:
         state = load_checkpoint(path, map_location=self.device)
-        if state.get("kind") != "retrain" or state["architecture"] != self.architecture:
-            raise ValueError(f"cannot resume from {path}: it belongs to another architecture or run kind")
-        if state["config"] != self.config.to_dict():
-            changed = sorted(k for k, v in state["config"].items() if self.config.to_dict().get(k) != v)
-            raise ValueError(f"cannot resume: the configuration differs from the checkpoint's in {changed}")
+        check_resumable(state, "retrain", self.config.to_dict(), path)
+        if state["architecture"] != self.architecture:
+            raise ValueError(f"cannot resume from {path}: it trained another architecture")
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizers"]["model"])
         self.sched.load_state_dict(state["schedulers"]["model"])

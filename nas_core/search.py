@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from nas_core.callbacks import Callbacks, EpochRecord, StepEvent
-from nas_core.checkpoint import load_checkpoint, save_checkpoint
+from nas_core.checkpoint import check_resumable, load_checkpoint, save_checkpoint
 from nas_core.config import SearchConfig
 from nas_core.genotype import Genotype
 from nas_core.loop import BatchStream, check_stop, checked, evaluate, mean_dsc
@@ -89,11 +89,7 @@ class _Search:
 
     def restore(self, path: Path) -> None:
         state = load_checkpoint(path, map_location=self.device)
-        if state.get("kind") != "search":
-            raise ValueError(f"{path} is not a search checkpoint")
-        if state["config"] != self.config.to_dict():
-            changed = sorted(k for k, v in state["config"].items() if self.config.to_dict().get(k) != v)
-            raise ValueError(f"cannot resume: the configuration differs from the checkpoint's in {changed}")
+        check_resumable(state, "search", self.config.to_dict(), path)
         self.model.load_state_dict(state["model"])
         self.w_opt.load_state_dict(state["optimizers"]["weights"])
         self.a_opt.load_state_dict(state["optimizers"]["arch"])
