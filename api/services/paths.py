@@ -3,12 +3,18 @@
 A path is refused if it contains ``..``, if it (after following every symlink) lies
 outside all data roots, or if it is not an existing folder. Relative paths are taken
 relative to the first data root that holds them.
+
+Every file the dataset will be read from must lie inside the roots too: a symlink
+anywhere inside the folder (a file or a sub-folder) that leads outside all data roots
+refuses the whole folder, naming the links. Links that stay inside the roots are
+followed and checked in turn. This is checked at registration; a link planted in the
+folder afterwards (by someone with write access to the data root) is not.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
 
 from api.errors import Unprocessable
@@ -26,8 +32,43 @@ def _inside(path: Path, root: Path) -> bool:
     return path == root or path.is_relative_to(root)
 
 
+MAX_LINKS_NAMED = 5
+
+
+def escaping_links(folder: Path, real_roots: Sequence[Path]) -> Iterator[tuple[Path, Path]]:
+    """(link, where it leads) for every symlink under ``folder`` that leads outside ``real_roots``.
+
+    Symlinked folders that stay inside the roots are walked too (each real folder once).
+    """
+    seen: set[Path] = set()
+    pending = [folder]
+    while pending:
+        top = pending.pop()
+        real_top = Path(os.path.realpath(top))
+        if real_top in seen:
+            continue
+        seen.add(real_top)
+        for current, dirs, files in os.walk(top, followlinks=False):
+            for name in (*dirs, *files):
+                entry = Path(current) / name
+                if not entry.is_symlink():
+                    continue
+                target = Path(os.path.realpath(entry))
+                if not any(_inside(target, root) for root in real_roots):
+                    yield entry, target
+                elif name in dirs:
+                    pending.append(entry)
+
+
 def resolve_data_path(raw: str, roots: Sequence[Path]) -> Path:
     """The real folder ``raw`` names, guaranteed inside one of ``roots``; else ``Unprocessable``."""
+    try:
+        return _resolve(raw, roots)
+    except OSError as exc:  # e.g. a name longer than the file system allows, or no permission
+        raise _refuse(f"path {raw[:200]!r} cannot be read on the server: {exc.strerror or exc}", roots) from None
+
+
+def _resolve(raw: str, roots: Sequence[Path]) -> Path:
     if "\x00" in raw:
         raise _refuse("path contains a NUL byte", roots)
     if ".." in PurePosixPath(raw).parts or ".." in Path(raw).parts:
@@ -52,4 +93,10 @@ def resolve_data_path(raw: str, roots: Sequence[Path]) -> Path:
         raise _refuse(f"path {raw!r} does not exist on the server", roots)
     if not real.is_dir():
         raise _refuse(f"path {raw!r} is not a folder; give the dataset's top folder", roots)
+    links = [(link.relative_to(real), target) for link, target in escaping_links(real, real_roots)]
+    if links:
+        named = ", ".join(f"{link} -> {target}" for link, target in links[:MAX_LINKS_NAMED])
+        more = f" and {len(links) - MAX_LINKS_NAMED} more" if len(links) > MAX_LINKS_NAMED else ""
+        raise _refuse(f"path {raw!r} holds symlinks that lead outside the data roots: {named}{more}; "
+                      f"copy those files under a data root instead", roots)
     return real
