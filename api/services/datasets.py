@@ -48,7 +48,10 @@ def _name_taken(name: str) -> Conflict:
 
 
 def _report_dict(report: VerificationReport, relative_to: Path | None) -> dict[str, Any]:
-    """The report as JSON; upload paths are shown relative to the archive's dataset folder."""
+    """The report as JSON; upload paths are shown relative to the archive's dataset folder.
+
+    The server's temp folder is named nowhere: neither as an issue's path nor in its text.
+    """
     data = report.to_dict()
     if relative_to is not None:
         prefix = str(relative_to)
@@ -58,6 +61,7 @@ def _report_dict(report: VerificationReport, relative_to: Path | None) -> dict[s
                 issue["path"] = "."
             elif path.startswith(prefix + os.sep):
                 issue["path"] = path[len(prefix) + 1 :]
+            issue["problem"] = str(issue["problem"]).replace(prefix + os.sep, "").replace(prefix, ".")
     return data
 
 

@@ -225,17 +225,26 @@ def scan(path: Path, kind: str, limits: UploadLimits) -> list[Member]:
 # --- extracting -------------------------------------------------------------------------------
 
 
-def _member_stream(archive: zipfile.ZipFile | tarfile.TarFile, member: Member, raw_name: str) -> IO[bytes]:
+Info = zipfile.ZipInfo | tarfile.TarInfo
+
+
+def _member_stream(archive: zipfile.ZipFile | tarfile.TarFile, info: Info) -> IO[bytes]:
+    """The member's bytes, opened by its entry (by name, a repeated name would give the last one)."""
     if isinstance(archive, zipfile.ZipFile):
-        return archive.open(raw_name)
-    stream = archive.extractfile(raw_name)
+        assert isinstance(info, zipfile.ZipInfo)
+        return archive.open(info)
+    assert isinstance(info, tarfile.TarInfo)
+    stream = archive.extractfile(info)
     if stream is None:
-        raise _link(raw_name)
+        raise _link(info.name)
     return stream
 
 
-def _raw_names(archive: zipfile.ZipFile | tarfile.TarFile) -> list[str]:
-    return archive.namelist() if isinstance(archive, zipfile.ZipFile) else archive.getnames()
+def _entries(archive: zipfile.ZipFile | tarfile.TarFile) -> list[tuple[str, Info]]:
+    """(raw name, entry) of every member, in archive order (the order ``scan`` checked them in)."""
+    if isinstance(archive, zipfile.ZipFile):
+        return [(info.filename, info) for info in archive.infolist()]
+    return [(info.name, info) for info in archive.getmembers()]
 
 
 def extract(path: Path, kind: str, dest: Path, limits: UploadLimits) -> None:
@@ -244,7 +253,7 @@ def extract(path: Path, kind: str, dest: Path, limits: UploadLimits) -> None:
     dest_real = dest.resolve()
     try:
         with _open(path, kind) as archive:
-            for raw, member in zip(_raw_names(archive), members, strict=True):
+            for (raw, info), member in zip(_entries(archive), members, strict=True):
                 if not member.parts:
                     continue
                 target = dest_real.joinpath(*member.parts)
@@ -254,17 +263,21 @@ def extract(path: Path, kind: str, dest: Path, limits: UploadLimits) -> None:
                     target.mkdir(parents=True, exist_ok=True)
                     continue
                 target.parent.mkdir(parents=True, exist_ok=True)
-                _copy_member(archive, member, raw, target)
+                _copy_member(archive, member, raw, info, target)
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, NotImplementedError) as exc:
         raise BadRequest(f"archive is damaged or unreadable: {exc}", code="bad_archive") from None
     except (FileExistsError, NotADirectoryError, IsADirectoryError) as exc:
+        clash = Path(str(exc.filename))  # named inside the archive, never by the server's temp folder
+        name = clash.relative_to(dest_real).as_posix() if clash.is_relative_to(dest_real) else "a member"
         raise UnsafeArchive(f"archive has conflicting members (a name used twice, or as file and folder): "
-                            f"{exc.filename}", code="conflicting_members") from None
+                            f"{name}", code="conflicting_members", details={"member": name}) from None
 
 
-def _copy_member(archive: zipfile.ZipFile | tarfile.TarFile, member: Member, raw: str, target: Path) -> None:
+def _copy_member(
+    archive: zipfile.ZipFile | tarfile.TarFile, member: Member, raw: str, info: Info, target: Path
+) -> None:
     written = 0
-    with _member_stream(archive, member, raw) as src, open(target, "xb") as out:
+    with _member_stream(archive, info) as src, open(target, "xb") as out:
         while chunk := src.read(CHUNK):
             written += len(chunk)
             if written > member.size:
