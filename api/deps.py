@@ -101,7 +101,8 @@ IdempotencyKey = Annotated[
     ),
 ]
 
-JobId = Annotated[str, Path(min_length=1, max_length=64, description="a job id, e.g. job_3f2a...")]
+ID_PATTERN = r"^[A-Za-z0-9_-]+$"  # ids are `<prefix>_<32 hex>` (store.types.new_id); anything else is 422
+JobId = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN, description="a job id, e.g. job_3f2a...")]
 
 
 def owned_job(job_id: JobId, session: SessionDep, user: CurrentUser) -> Job:
@@ -112,7 +113,9 @@ def owned_job(job_id: JobId, session: SessionDep, user: CurrentUser) -> Job:
 
 
 def owned_dataset(
-    dataset_id: Annotated[str, Path(min_length=1, max_length=64)], session: SessionDep, user: CurrentUser
+    dataset_id: Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)],
+    session: SessionDep,
+    user: CurrentUser,
 ) -> Dataset:
     dataset = get_dataset(session, dataset_id, owner_id=user.id)
     if dataset is None:
@@ -121,7 +124,9 @@ def owned_dataset(
 
 
 def owned_genotype(
-    genotype_id: Annotated[str, Path(min_length=1, max_length=64)], session: SessionDep, user: CurrentUser
+    genotype_id: Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)],
+    session: SessionDep,
+    user: CurrentUser,
 ) -> Genotype:
     row = get_genotype(session, genotype_id, owner_id=user.id)
     if row is None:

@@ -20,7 +20,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -190,6 +190,18 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
     )
 
 
+NUL_MESSAGE = "cannot contain NUL (0x00)"  # psycopg's words for a text value PostgreSQL cannot store
+
+
+async def _data_error(request: Request, exc: Exception) -> JSONResponse:
+    """A NUL character in any text the request carries is the caller's mistake (422); other data errors are 500."""
+    if NUL_MESSAGE in str(getattr(exc, "orig", exc)):
+        return error_response(request, 422, "validation_error",
+                              "a text value in the request contains a NUL character (\\u0000); remove it",
+                              {"fields": {}})
+    return await _unhandled(request, exc)
+
+
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 413: "payload_too_large"}
 
 
@@ -231,6 +243,7 @@ HANDLERS: dict[type[Exception], Callable[[Request, Exception], Any]] = {
     InvalidCursor: _invalid_cursor,
     OperationalError: _database_unavailable,
     PoolTimeoutError: _database_unavailable,
+    DataError: _data_error,
     StarletteHTTPException: _http_exception,
     Exception: _unhandled,  # backstop; RequestContextMiddleware answers unhandled errors first
 }

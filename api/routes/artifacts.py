@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(prefix=API_PREFIX + "/jobs/{job_id}/artifacts", tags=["artifacts"])
 
+ARTIFACT_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.+@=-]*$"  # the names store.artifacts accepts
 BINARY = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
 
 
@@ -47,7 +48,7 @@ def etag_matches(if_none_match: str, etag: str) -> bool:
 )
 def download_artifact(
     job: OwnedJob,
-    name: Annotated[str, Path(min_length=1, max_length=255)],
+    name: Annotated[str, Path(min_length=1, max_length=255, pattern=ARTIFACT_NAME_PATTERN)],
     session: SessionDep,
     settings: SettingsDep,
     range_: Annotated[str | None, Header(alias="Range", description="bytes=START-END, one range")] = None,

@@ -12,21 +12,35 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from typing import Any, Union
+from typing import Annotated, Any, Union
 
-from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr, create_model
+from pydantic import (
+    AllowInfNan,
+    BaseModel,
+    ConfigDict,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    create_model,
+)
 
 from nas_core.config import RetrainConfig, SearchConfig
 
-_STRICT: dict[Any, Any] = {int: StrictInt, float: StrictFloat, bool: StrictBool, str: StrictStr}
+# Floats must be finite: JSON bodies may carry NaN/Infinity, which no range check refuses for every
+# field (`grad_clip > 0` holds for Infinity) and which PostgreSQL's JSONB cannot store.
+FiniteFloat = Annotated[StrictFloat, AllowInfNan(False)]
+_STRICT: dict[Any, Any] = {int: StrictInt, float: FiniteFloat, bool: StrictBool, str: StrictStr}
 
 
 def _strict(annotation: Any) -> Any:
-    """The same type with scalars made strict (tuples and optionals keep their shape)."""
+    """The same type with scalars made strict and floats finite (tuples and optionals keep their shape)."""
     origin = typing.get_origin(annotation)
     if origin in (Union, types.UnionType):
         args = tuple(_strict(a) for a in typing.get_args(annotation))
         return Union[args]  # noqa: UP007 (built from a runtime tuple)
+    if origin is tuple:
+        return tuple[tuple(_strict(a) for a in typing.get_args(annotation))]  # type: ignore[misc]
     return _STRICT.get(annotation, annotation)
 
 

@@ -44,30 +44,32 @@ def ready_dataset(session: Session, owner_id: str, dataset_id: str) -> Dataset:
 FIT_RANGES = {"C": (4, 256), "depth": (1, 6), "nodes": (1, 6)}
 
 
-def _check_fits(genotype: Genotype, num_classes: int, source: str) -> None:
+def _unfit(message: str, field: str) -> Unprocessable:
+    """422 ``invalid_genotype``; ``details.fields`` names the request field that chose the genotype."""
+    return Unprocessable(message, code="invalid_genotype", details={"fields": {field: message}})
+
+
+def _check_fits(genotype: Genotype, num_classes: int, source: str, field: str) -> None:
     """Check the search-space ranges, then build the network on the meta device (no memory, no compute)."""
-    for field, (low, high) in FIT_RANGES.items():
-        value = getattr(genotype, field)
+    for name, (low, high) in FIT_RANGES.items():
+        value = getattr(genotype, name)
         if not low <= value <= high:
-            raise Unprocessable(
-                f"{source} does not fit: its {field} is {value}, outside {low}..{high}; "
-                f"use a genotype searched by this service",
-                code="invalid_genotype",
-            )
+            raise _unfit(f"{source} does not fit: its {name} is {value}, outside {low}..{high}; "
+                         f"use a genotype searched by this service", field)
     try:
         with warnings.catch_warnings(), torch.device("meta"):
             warnings.simplefilter("ignore")
             build_model({"genotype": genotype}, in_channels=1, num_classes=max(num_classes, 2))
     except (InvalidGenotype, InvalidArchitecture, ValueError, RuntimeError) as exc:
-        raise Unprocessable(f"{source} cannot build a network: {exc}", code="invalid_genotype") from None
+        raise _unfit(f"{source} cannot build a network: {exc}", field) from None
 
 
-def _from_row(row: GenotypeRow, source: str, dataset: Dataset) -> dict[str, Any]:
+def _from_row(row: GenotypeRow, source: str, dataset: Dataset, field: str) -> dict[str, Any]:
     try:
         genotype = Genotype.from_dict(row.genotype)
     except InvalidGenotype as exc:
-        raise Unprocessable(f"{source} is not a valid genotype: {exc}", code="invalid_genotype") from None
-    _check_fits(genotype, dataset.num_classes, source)
+        raise _unfit(f"{source} is not a valid genotype: {exc}", field) from None
+    _check_fits(genotype, dataset.num_classes, source, field)
     return {"genotype": genotype.to_dict(), "genotype_id": row.id}
 
 
@@ -81,7 +83,7 @@ def resolve_architecture(
         row = get_genotype(session, arch.genotype_id, owner_id=owner_id)
         if row is None:
             raise NotFound.of("genotype", arch.genotype_id)
-        return _from_row(row, f"genotype {row.id!r}", dataset)
+        return _from_row(row, f"genotype {row.id!r}", dataset, "architecture.genotype_id")
     assert arch.search_job_id is not None
     job = get_job(session, arch.search_job_id, owner_id=owner_id)
     if job is None:
@@ -100,7 +102,7 @@ def resolve_architecture(
             code="search_not_finished",
             details={"job_id": job.id, "status": job.status},
         )
-    spec = _from_row(row, f"the genotype of search job {job.id!r}", dataset)
+    spec = _from_row(row, f"the genotype of search job {job.id!r}", dataset, "architecture.search_job_id")
     return {**spec, "search_job_id": job.id}
 
 
