@@ -173,7 +173,7 @@ def test_genotype_json_round_trip():
     (lambda d: d["dn"].__setitem__(0, ["none", 0]), r"op 'none' is not in the DN family"),
     (lambda d: d["dn"].__setitem__(0, "conv_3x3"), r"dn\[0\] = 'conv_3x3' must be \[op_name, source_index\]"),
     (lambda d: d.__setitem__("C", 0), r"C must be an integer >= 1"),
-    (lambda d: d["dn"].__setitem__(3, ["skip", 1]), r"node 1 uses source 1 twice"),
+    (lambda d: d["dn"].__setitem__(slice(2, 4), [["conv_3x3", 1], ["skip", 1]]), r"node 1 uses source 1 twice"),
 ])
 def test_invalid_genotypes_name_the_problem(mutate, message):
     d = default_genotype().to_dict()
