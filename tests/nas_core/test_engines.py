@@ -203,3 +203,11 @@ def test_logged_learning_rate_is_the_one_used(phantom, tmp_path):
     result = run_retrain(phantom, {"baseline": "unet"}, config, tmp_path)
     assert result.history[0]["metrics"]["train"]["lr"] == pytest.approx(1e-3)
     assert result.history[1]["metrics"]["train"]["lr"] == pytest.approx(5e-4)
+
+
+def test_early_stop_when_the_genotype_stops_changing(phantom, tmp_path):
+    # arch_lr=0 freezes alphas and betas, so the derived genotype can never change
+    config = SearchConfig(**{**TINY_SEARCH, "epochs": 6, "arch_lr": 0.0, "early_stop_patience": 2})
+    result = run_search(phantom, config, tmp_path)
+    assert result.stopped_early and result.epochs_run == 4  # warm-up 1 + patience 2 + 1
+    assert json.loads((tmp_path / "summary.json").read_text())["stopped_early"] is True
