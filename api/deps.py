@@ -11,10 +11,11 @@ dashboard's own forms check a CSRF token, the JSON API takes the header.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Header, Path, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
@@ -32,30 +33,35 @@ SESSION_COOKIE = "thrifty_key"  # the dashboard's login cookie: the API key itse
 COOKIE_METHODS = frozenset({"GET", "HEAD"})
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
+    # async (no I/O): plain `def` dependencies each cost a thread-pool hop per request
     return request.app.state.api  # type: ignore[no-any-return]
 
 
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-def get_app_settings(state: StateDep) -> Settings:
+async def get_app_settings(state: StateDep) -> Settings:
     return state.settings
 
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 
 
-def get_session(state: StateDep) -> Iterator[Session]:
-    """One session per request; routes commit what they change, anything unfinished is rolled back."""
+async def get_session(state: StateDep) -> AsyncIterator[Session]:
+    """One session per request; routes commit what they change, anything unfinished is rolled back.
+
+    Creating a Session does no I/O (it connects on first use), so only the close, which
+    returns the connection to the pool, goes to the thread pool.
+    """
     session = state.sessionmaker()
     try:
         yield session
     except BaseException:
-        session.rollback()
+        await run_in_threadpool(session.rollback)
         raise
     finally:
-        session.close()
+        await run_in_threadpool(session.close)
 
 
 SessionDep = Annotated[Session, Depends(get_session)]

@@ -70,12 +70,13 @@ def authenticate(session: Session, key: str, *, pepper: str | None = None) -> Us
     if prefix is None:
         return None
     digest = hash_key(key, pepper)
-    candidates = session.scalars(
-        select(ApiKey).where(ApiKey.prefix == prefix, ApiKey.revoked_at.is_(None))
+    candidates = session.execute(  # key and user in one round trip: this runs on every request
+        select(ApiKey.hash, User).join(User, User.id == ApiKey.user_id)
+        .where(ApiKey.prefix == prefix, ApiKey.revoked_at.is_(None))
     ).all()
-    for row in candidates:
-        if hmac.compare_digest(row.hash, digest):
-            return session.get(User, row.user_id)
+    for key_hash, user in candidates:
+        if hmac.compare_digest(key_hash, digest):
+            return user
     return None
 
 
