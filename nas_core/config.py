@@ -7,6 +7,7 @@ silently ignored option.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Self
 
@@ -41,13 +42,17 @@ class _Config:
             raise ConfigError(errors)
 
 
+SEED_MAX = 2**32 - 1
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
 def _common_rules(c: Any) -> dict[str, tuple[bool, str]]:
     return {
+        "seed": (0 <= c.seed <= SEED_MAX, f"must be between 0 and {SEED_MAX}, got {c.seed}"),
         "epochs": (1 <= c.epochs <= 10_000, f"must be between 1 and 10000, got {c.epochs}"),
         "image_size": (16 <= c.image_size <= 1024, f"must be between 16 and 1024 pixels, got {c.image_size}"),
         "batch_size": (1 <= c.batch_size <= 512, f"must be between 1 and 512, got {c.batch_size}"),
-        "device": (c.device in ("auto", "cpu") or c.device.startswith("cuda"),
-                   f"must be 'auto', 'cpu' or 'cuda[:N]', got {c.device!r}"),
+        "device": (bool(DEVICE_PATTERN.match(c.device)), f"must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {c.device!r}"),
         "num_workers": (0 <= c.num_workers <= 64, f"must be between 0 and 64, got {c.num_workers}"),
         "cpu_threads": (1 <= c.cpu_threads <= 256, f"must be between 1 and 256, got {c.cpu_threads}"),
         "steps_per_epoch": (c.steps_per_epoch is None or c.steps_per_epoch >= 1,
@@ -95,6 +100,13 @@ class SearchConfig(_Config):
             "k": (self.k >= 1 and self.channels % self.k == 0,
                   f"must be >= 1 and divide channels={self.channels}, got {self.k}"),
             "w_lr": (0 < self.w_lr < 10, f"must be in (0, 10), got {self.w_lr}"),
+            "w_lr_min": (0 <= self.w_lr_min <= self.w_lr, f"must be in [0, w_lr={self.w_lr}], got {self.w_lr_min}"),
+            "w_momentum": (0 <= self.w_momentum < 1, f"must be in [0, 1), got {self.w_momentum}"),
+            "w_weight_decay": (0 <= self.w_weight_decay < 1, f"must be in [0, 1), got {self.w_weight_decay}"),
+            "arch_weight_decay": (0 <= self.arch_weight_decay < 1,
+                                  f"must be in [0, 1), got {self.arch_weight_decay}"),
+            "arch_betas": (len(self.arch_betas) == 2 and all(0 <= b < 1 for b in self.arch_betas),
+                           f"must be two numbers in [0, 1), got {list(self.arch_betas)}"),
             "arch_lr": (0 <= self.arch_lr < 1, f"must be in [0, 1), got {self.arch_lr}"),
             "grad_clip": (self.grad_clip > 0, f"must be > 0, got {self.grad_clip}"),
             "val_fraction": (0 <= self.val_fraction < 1, f"must be in [0, 1), got {self.val_fraction}"),

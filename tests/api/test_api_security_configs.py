@@ -179,14 +179,12 @@ def test_ids_and_names_have_a_shape(client, alice, ds, add_job) -> None:
     assert schema["paths"]["/v1/jobs/{job_id}"]["get"]["parameters"][0]["schema"]["pattern"] == "^[A-Za-z0-9_-]+$"
 
 
-@pytest.mark.xfail(strict=True, reason="nas_core.config does not range-check these options yet: the job is "
-                   "accepted (202) and fails on the worker; the fix belongs in nas_core/config.py")
 @pytest.mark.parametrize(
     "config",
     [{"w_momentum": -1.0}, {"arch_betas": [5.0, -3.0]}, {"seed": 10**30}, {"device": "cuda:abc"},
      {"w_weight_decay": -1.0}, {"arch_weight_decay": -1.0}],
     ids=["momentum", "betas", "seed", "device", "w_weight_decay", "arch_weight_decay"],
 )
-def test_options_the_core_does_not_check_yet(client, alice, ds, config) -> None:
+def test_every_numeric_option_is_range_checked(client, alice, ds, config) -> None:
     response = client.post("/v1/searches", json={"dataset_id": ds, "config": config}, headers=alice[1])
     assert response.status_code == 422, response.text
