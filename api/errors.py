@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from nas_core.config import ConfigError
 from nas_core.genotype import InvalidGenotype
@@ -211,9 +212,21 @@ async def _http_exception(request: Request, exc: Exception) -> JSONResponse:
     message = str(exc.detail)
     if exc.status_code == 404 and message == "Not Found":
         message = f"no such endpoint: {request.method} {request.url.path}; see /docs for the API"
-    elif exc.status_code == 405:
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
         message = f"method {request.method} is not allowed on {request.url.path}"
-    return error_response(request, exc.status_code, code, message, headers=exc.headers)
+        headers["Allow"] = ", ".join(_allowed_methods(request)) or headers.get("Allow", "")
+    return error_response(request, exc.status_code, code, message, headers=headers)
+
+
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path (Starlette's 405 names only the first route's)."""
+    routes = request.app.router.routes
+    return [method for method in HTTP_METHODS
+            if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes)]
 
 
 def internal_error_body(request_id: str | None) -> dict[str, Any]:
@@ -257,7 +270,7 @@ def install_error_handlers(app: FastAPI) -> None:
 # Documented error responses for the OpenAPI schema -------------------------------------------
 
 ERROR_DESCRIPTIONS = {
-    400: "Bad request (e.g. an invalid cursor, a file that is not an archive)",
+    400: "Bad request (e.g. an invalid cursor, a body that cannot be decoded, a file that is not an archive)",
     401: "Missing, unknown or revoked API key (`Authorization: Bearer <key>`)",
     404: "Not found, or not yours",
     409: "Conflict with the resource's current state",

@@ -22,7 +22,11 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix=API_PREFIX + "/jobs/{job_id}/artifacts", tags=["artifacts"])
 
 ARTIFACT_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.+@=-]*$"  # the names store.artifacts accepts
-BINARY = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+# The media type is guessed from the file's name: application/json for .json, octet-stream for checkpoints...
+BINARY = {
+    "application/json": {"schema": {"description": "a JSON artefact (e.g. the genotype), as stored"}},
+    "*/*": {"schema": {"type": "string", "format": "binary"}},
+}
 
 
 @router.get("", response_model=ArtifactList, responses=error_responses(404))

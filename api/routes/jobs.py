@@ -11,7 +11,7 @@ from api.errors import Conflict, error_responses
 from api.presenters import job_out
 from api.routes import API_PREFIX
 from api.schemas import AlphaHistory, JobOut, JobPage, MetricsOut
-from api.services.history import edge_labels, epoch_cursor, group_by_epoch
+from api.services.history import MAX_EPOCH, edge_labels, epoch_cursor, group_by_epoch
 from store.history import list_alpha_snapshots, list_case_scores, list_epoch_metrics
 from store.jobs import request_cancel
 from store.models import TERMINAL_STATUSES, Job, JobKind, JobStatus
@@ -75,7 +75,7 @@ def _search_only(job: Job, what: str) -> None:
 def alpha_history(
     job: OwnedJob,
     session: SessionDep,
-    after_epoch: Annotated[int | None, Query(ge=-1, description="epochs after this one")] = None,
+    after_epoch: Annotated[int | None, Query(ge=-1, le=MAX_EPOCH, description="epochs after this one")] = None,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page (same as after_epoch)")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="epochs per page")] = 50,
 ) -> AlphaHistory:

@@ -16,7 +16,7 @@ from store.models import JobKind
 router = APIRouter(prefix=f"{API_PREFIX}/retrains", tags=["jobs"])
 
 
-@router.post("", status_code=202, response_model=JobOut, responses=error_responses(404, 409))
+@router.post("", status_code=202, response_model=JobOut, responses=error_responses(400, 404, 409))
 def submit_retrain(
     body: RetrainSubmit,
     response: Response,
@@ -39,5 +39,6 @@ def submit_retrain(
         architecture=architecture,
         idempotency_key=idempotency_key,
         max_attempts=settings.max_attempts,
+        max_memory_bytes=settings.max_job_memory_bytes,
     )
     return submitted(response, created)

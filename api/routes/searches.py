@@ -16,7 +16,7 @@ from store.models import JobKind
 router = APIRouter(prefix=f"{API_PREFIX}/searches", tags=["jobs"])
 
 
-@router.post("", status_code=202, response_model=JobOut, responses=error_responses(404, 409))
+@router.post("", status_code=202, response_model=JobOut, responses=error_responses(400, 404, 409))
 def submit_search(
     body: SearchSubmit,
     response: Response,
@@ -38,5 +38,6 @@ def submit_search(
         architecture=None,
         idempotency_key=idempotency_key,
         max_attempts=settings.max_attempts,
+        max_memory_bytes=settings.max_job_memory_bytes,
     )
     return submitted(response, created)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from nas_core.config import SearchConfig
@@ -23,9 +24,12 @@ def edge_labels(config: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     }
 
 
+MAX_EPOCH = 2**31 - 1  # epochs are INTEGER columns: a larger number cannot even be compared with them
+
+
 def epoch_cursor(cursor: str) -> int:
     """The epoch an alpha-history cursor stands for; ``InvalidCursor`` (400) if it is not one."""
-    if not cursor.lstrip("-").isdigit():
+    if not re.fullmatch(r"-?[0-9]{1,10}", cursor) or not -1 <= int(cursor) <= MAX_EPOCH:
         raise InvalidCursor(f"invalid cursor {cursor!r}: pass the next_cursor of a previous page")
     return int(cursor)
 

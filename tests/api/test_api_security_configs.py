@@ -188,3 +188,13 @@ def test_ids_and_names_have_a_shape(client, alice, ds, add_job) -> None:
 def test_every_numeric_option_is_range_checked(client, alice, ds, config) -> None:
     response = client.post("/v1/searches", json={"dataset_id": ds, "config": config}, headers=alice[1])
     assert response.status_code == 422, response.text
+
+
+def test_numbers_beyond_the_database_columns_are_4xx(client, alice, ds, add_job) -> None:
+    """Found by the fuzzer: ``after_epoch`` beyond PostgreSQL's INTEGER was a 500 (also as a cursor)."""
+    job = add_job(alice[0], ds)
+    for query, status in ((f"after_epoch={2**31}", 422), ("after_epoch=71268583724188085976943883714560", 422),
+                          (f"cursor={2**31}", 400), ("cursor=%C2%B2", 400), ("cursor=-2", 400)):
+        response = client.get(f"/v1/jobs/{job}/alphas?{query}", headers=alice[1])
+        assert response.status_code == status, (query, response.text)
+    assert client.get(f"/v1/jobs/{job}/alphas?after_epoch={2**31 - 1}", headers=alice[1]).json()["items"] == []
