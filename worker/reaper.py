@@ -9,6 +9,12 @@ One sweep:
    message is not waiting in the queue (the broker was down at submit, or a worker died
    holding it) are sent again.
 
+After a database outage no lease is reaped for ``outage_grace`` (one lease period): while
+the database was unreachable no worker could renew its lease, so every running job
+looks dead at first; its worker renews within a third of a lease once it can. Without
+the grace each outage longer than a lease would cost every running job an attempt (and
+fail those on their last one).
+
 Every worker process runs one in a daemon thread (every ``lease_seconds / 2``), and so
 does ``thrifty-nas up``: no separate beat process. Several reapers are safe: each store
 operation is one conditional UPDATE, and a duplicate message is ignored by ``claim_job``.
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import NamedTuple
@@ -29,6 +36,7 @@ from store.db import get_sessionmaker, session_scope
 from store.jobs import reap_expired_leases, stale_queued_jobs
 from store.models import Job
 from store.settings import Settings, get_settings
+from worker.retry import transient
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +66,16 @@ class Reaper:
 
     def __init__(self, sessions: sessionmaker[Session] | None = None, *, enqueue: Enqueue | None = None,
                  pending: Callable[[], set[str] | None] | None = None,
-                 stale_after: timedelta = timedelta(minutes=2)) -> None:
+                 stale_after: timedelta = timedelta(minutes=2), outage_grace: timedelta = timedelta(0),
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.sessions = sessions or get_sessionmaker()
         self.enqueue = enqueue or _default_enqueue
         self.pending = pending or _default_pending
         self.stale_after = stale_after
+        self.outage_grace = outage_grace
+        self.clock = clock
+        self._database_down = False
+        self._grace_until = -1.0
 
     def _send(self, job_ids: list[str]) -> list[str]:
         if not job_ids:
@@ -99,8 +112,23 @@ class Reaper:
         return self._send(lost)
 
     def sweep(self, now: datetime | None = None) -> SweepResult:
-        requeued, failed = self.reap_expired(now)
-        return SweepResult(requeued, failed, self.resend_stale(now))
+        try:
+            if self._database_down or self.clock() < self._grace_until:
+                requeued, failed = [], []  # during or just after an outage: leases could not be renewed
+            else:
+                requeued, failed = self.reap_expired(now)
+            result = SweepResult(requeued, failed, self.resend_stale(now))
+        except Exception as exc:
+            if transient(exc):
+                self._database_down = True
+            raise
+        if self._database_down:
+            self._database_down = False
+            self._grace_until = self.clock() + self.outage_grace.total_seconds()
+            if self.outage_grace:
+                log.info("reaper: the database is back; no lease is reaped for %.0fs, so that running jobs' "
+                         "workers can renew theirs", self.outage_grace.total_seconds())
+        return result
 
 
 class ReaperThread:
@@ -136,7 +164,7 @@ _lock = threading.Lock()
 def reaper_for(settings: Settings) -> ReaperThread:
     """A reaper thread (not started) with the intervals the settings imply."""
     lease = settings.lease_seconds
-    reaper = Reaper(stale_after=timedelta(seconds=max(2 * lease, 10)))
+    reaper = Reaper(stale_after=timedelta(seconds=max(2 * lease, 10)), outage_grace=timedelta(seconds=lease))
     return ReaperThread(reaper, every=max(lease / 2, 0.5))
 
 

@@ -12,8 +12,12 @@ The task in ``worker.tasks`` hands off here in one line. The flow:
 4. Stop: cancelled -> ``cancelled``; lease lost -> nothing (the job is someone else's now);
    this worker shutting down -> the job is handed back to the queue at once (no attempt spent).
 5. A failure a person can fix -> ``failed`` with a message saying what to change (the
-   traceback goes to the log). A database error is re-raised: the job keeps its lease
-   until it expires, and the reaper re-queues it.
+   traceback goes to the log).
+6. The database unreachable: progress and epoch writes are skipped (the history is
+   written in full at the end), the lease keeper keeps trying; the claim, the plan and
+   the final state change are retried with backoff (``worker.retry``) for minutes. A
+   database error that outlasts them is re-raised: the job keeps its lease until it
+   expires, and the reaper re-queues it (it resumes from its last checkpoint).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import socket
 import threading
 from collections.abc import Callable, Sequence
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -53,6 +58,7 @@ from store.types import utcnow
 from worker.callbacks import Chain, JobControl, LeaseKeeper, StopReason, StoreCallbacks
 from worker.plan import JobPlan, JobRejected, plan_job, work_dir
 from worker.results import Output, copy_outputs, publish
+from worker.retry import retry_db
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +99,28 @@ def release_device_memory() -> None:
         torch.cuda.empty_cache()
 
 
+def out_of_memory(exc: BaseException) -> str | None:
+    """'GPU' or 'host' if ``exc`` says an allocation failed, else None.
+
+    PyTorch's CPU allocator raises a plain RuntimeError ("DefaultCPUAllocator: can't
+    allocate memory"), not MemoryError; CUDA raises ``torch.cuda.OutOfMemoryError``.
+    """
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return "host" if "CPUAllocator" in str(exc) else "GPU"
+    if isinstance(exc, MemoryError):
+        return "host"
+    if isinstance(exc, RuntimeError) and any(m in str(exc) for m in CPU_OOM_MARKERS):
+        return "host"
+    return None
+
+
+CPU_OOM_MARKERS = ("DefaultCPUAllocator: can't allocate memory", "DefaultCPUAllocator: not enough memory")
+
+
 def failure_message(exc: BaseException, plan: JobPlan | None) -> str | None:
     """A reason a person can act on, or None for an error we did not foresee."""
-    if isinstance(exc, torch.cuda.OutOfMemoryError | MemoryError):
-        where = "GPU" if isinstance(exc, torch.cuda.OutOfMemoryError) else "host"
+    where = out_of_memory(exc)
+    if where is not None:
         if plan is None:
             return f"out of {where} memory; lower batch_size or image_size and resubmit"
         cfg = plan.config
@@ -133,8 +157,12 @@ def run_job(
     settings = settings or get_settings()
     sessions = sessions or get_sessionmaker()
     worker_id = worker_id or default_worker_id()
-    with session_scope(sessions) as session:
-        claimed = claim_job(session, job_id, worker_id, settings.lease_seconds)
+
+    def claim() -> bool:
+        with session_scope(sessions) as session:
+            return claim_job(session, job_id, worker_id, settings.lease_seconds)
+
+    claimed = retry_db(f"job {job_id}: claiming it", claim)
     if not claimed:
         log.info("job %s not claimed by %s: not queued (a duplicate message or another worker's)", job_id, worker_id)
         return Outcome.SKIPPED
@@ -151,20 +179,30 @@ def _run_claimed(control: JobControl, settings: Settings, observers: Sequence[Ca
     job_id, sessions = control.job_id, control.sessions
     plan: JobPlan | None = None
     try:
-        with session_scope(sessions) as session:
-            job = session.get(Job, job_id)
-            if job is None:
-                raise JobRejected(f"job {job_id} no longer exists")
-            plan = plan_job(session, job, settings)
+        def load_plan() -> JobPlan:
+            with session_scope(sessions) as session:
+                job = session.get(Job, job_id)
+                if job is None:
+                    raise JobRejected(f"job {job_id} no longer exists")
+                return plan_job(session, job, settings)
+
+        plan = retry_db(f"job {job_id}: reading it", load_plan)
         log.info("job %s (%s) running on %s in %s", job_id, plan.kind.value, control.worker_id, plan.out_dir)
+        remove_partial_checkpoints(plan.out_dir)
         callbacks = Chain(StoreCallbacks(control, settings.lease_seconds, progress_every), *observers)
         result = _run_engine(plan, callbacks)
         store = ArtifactStore(settings.artifact_dir)
         outputs = [*copy_outputs(plan, store), *package_model(plan, store)]
-        with session_scope(sessions) as session:
-            if not finish_job(session, job_id, control.worker_id, JobStatus.SUCCEEDED):
-                raise _NoLongerOurs
-            publish(session, plan, outputs, result.history, result)
+
+        def succeed() -> None:
+            with session_scope(sessions) as session:
+                if not finish_job(session, job_id, control.worker_id, JobStatus.SUCCEEDED):
+                    if _already(session, control, JobStatus.SUCCEEDED):  # an earlier try committed
+                        return
+                    raise _NoLongerOurs
+                publish(session, plan, outputs, result.history, result)
+
+        retry_db(f"job {job_id}: recording its success", succeed)
         shutil.rmtree(plan.out_dir, ignore_errors=True)
         log.info("job %s succeeded", job_id)
         return Outcome.SUCCEEDED
@@ -217,9 +255,20 @@ def package_model(plan: JobPlan, store: ArtifactStore) -> list[Output]:
     return [Output(name, kind, store.put_file(plan.job_id, name, plan.out_dir / name, kind)) for name, kind in made]
 
 
+def _already(session: Session, control: JobControl, status: JobStatus) -> bool:
+    """True if our job is already ``status``: a try whose commit reached the database before
+    the connection broke (``finish_job`` keeps the worker id)."""
+    job = session.get(Job, control.job_id, populate_existing=True)
+    return job is not None and job.status == status.value and job.worker_id == control.worker_id
+
+
 def _finish(control: JobControl, status: JobStatus, error: str | None = None) -> Outcome:
-    with session_scope(control.sessions) as session:
-        finished = finish_job(session, control.job_id, control.worker_id, status, error)
+    def finish() -> bool:
+        with session_scope(control.sessions) as session:
+            return (finish_job(session, control.job_id, control.worker_id, status, error)
+                    or _already(session, control, status))
+
+    finished = retry_db(f"job {control.job_id}: marking it {status.value}", finish)
     if not finished:
         log.warning("job %s could not be marked %s: it is no longer %s's", control.job_id, status.value,
                     control.worker_id)
@@ -260,8 +309,11 @@ def _hand_back(control: JobControl, enqueue: Callable[[str, str], None] | None) 
         .returning(Job.kind)
         .execution_options(synchronize_session=False)
     )
-    with session_scope(control.sessions) as session:
-        kind = session.scalars(stmt).one_or_none()
+    def release() -> str | None:
+        with session_scope(control.sessions) as session:
+            return session.scalars(stmt).one_or_none()
+
+    kind = retry_db(f"job {control.job_id}: handing it back", release)
     if kind is None:
         return False
     try:
@@ -271,6 +323,25 @@ def _hand_back(control: JobControl, enqueue: Callable[[str, str], None] | None) 
                     control.job_id, exc.__class__.__name__, exc)
     log.info("job %s handed back to the queue", control.job_id)
     return True
+
+
+def remove_partial_checkpoints(out_dir: Path) -> list[Path]:
+    """Delete the temp files a killed attempt left in the job's work folder (a checkpoint
+    being written: ``.last.pt.*.tmp``, see ``nas_core.checkpoint.save_checkpoint``).
+
+    Only the job's current owner calls this, before its engine starts: no other attempt
+    writes there any more (its lease is gone). The finished checkpoints are untouched.
+    """
+    removed = []
+    for path in out_dir.glob(".*.tmp") if out_dir.is_dir() else ():
+        try:
+            path.unlink()
+            removed.append(path)
+        except FileNotFoundError:
+            continue
+    if removed:
+        log.info("removed %d partial checkpoint file(s) a previous attempt left in %s", len(removed), out_dir)
+    return removed
 
 
 def _default_enqueue(job_id: str, kind: str) -> None:
