@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=2 * 1024**3, gt=0)
     lease_seconds: int = Field(default=60, gt=0)
     max_attempts: int = Field(default=3, ge=1)
+    max_job_memory_bytes: int | None = Field(
+        default=None, gt=0, description="refuse (422) a submitted job whose estimated peak memory "
+        "(nas_core.memory) exceeds this; default: no limit at submit (workers still check their device)")
     api_key_pepper: SecretStr = SecretStr(DEFAULT_API_KEY_PEPPER)
 
     @model_validator(mode="before")

@@ -12,7 +12,8 @@ The task in ``worker.tasks`` hands off here in one line. The flow:
 4. Stop: cancelled -> ``cancelled``; lease lost -> nothing (the job is someone else's now);
    this worker shutting down -> the job is handed back to the queue at once (no attempt spent).
 5. A failure a person can fix -> ``failed`` with a message saying what to change (the
-   traceback goes to the log).
+   traceback goes to the log). Before the engine starts, a job whose estimated peak memory
+   (``nas_core.memory``) exceeds what its device has free fails at once, naming the knobs.
 6. The database unreachable: progress and epoch writes are skipped (the history is
    written in full at the end), the lease keeper keeps trying; the claim, the plan and
    the final state change are retried with backoff (``worker.retry``) for minutes. A
@@ -56,6 +57,7 @@ from store.models import ArtifactKind, Job, JobKind, JobStatus
 from store.settings import Settings, get_settings
 from store.types import utcnow
 from worker.callbacks import Chain, JobControl, LeaseKeeper, StopReason, StoreCallbacks
+from worker.memory import check_fits
 from worker.plan import JobPlan, JobRejected, plan_job, work_dir
 from worker.results import Output, copy_outputs, publish
 from worker.retry import retry_db
@@ -188,6 +190,7 @@ def _run_claimed(control: JobControl, settings: Settings, observers: Sequence[Ca
 
         plan = retry_db(f"job {job_id}: reading it", load_plan)
         log.info("job %s (%s) running on %s in %s", job_id, plan.kind.value, control.worker_id, plan.out_dir)
+        check_fits(plan)
         remove_partial_checkpoints(plan.out_dir)
         callbacks = Chain(StoreCallbacks(control, settings.lease_seconds, progress_every), *observers)
         result = _run_engine(plan, callbacks)

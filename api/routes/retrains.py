@@ -39,5 +39,6 @@ def submit_retrain(
         architecture=architecture,
         idempotency_key=idempotency_key,
         max_attempts=settings.max_attempts,
+        max_memory_bytes=settings.max_job_memory_bytes,
     )
     return submitted(response, created)

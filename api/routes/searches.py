@@ -38,5 +38,6 @@ def submit_search(
         architecture=None,
         idempotency_key=idempotency_key,
         max_attempts=settings.max_attempts,
+        max_memory_bytes=settings.max_job_memory_bytes,
     )
     return submitted(response, created)

@@ -21,6 +21,7 @@ from api import queue
 from api.errors import Conflict, NotFound, Unprocessable
 from api.schemas import ArchitectureIn
 from nas_core.genotype import Genotype, InvalidGenotype
+from nas_core.memory import estimate_peak_bytes, gib, too_big_message
 from nas_core.models import InvalidArchitecture, build_model
 from store.datasets import get_dataset
 from store.history import get_genotype, latest_genotype
@@ -106,6 +107,24 @@ def resolve_architecture(
     return {**spec, "search_job_id": job.id}
 
 
+def check_memory(kind: JobKind, config: dict[str, Any], dataset: Dataset, architecture: dict[str, Any] | None,
+                 limit: int | None) -> None:
+    """422 ``job_too_large`` if the job's estimated peak memory exceeds ``limit`` bytes (None: no limit).
+
+    The estimate (``nas_core.memory``) assumes one input channel: the dataset row does not
+    record its channels, and they change little (the first convolution's input only).
+    """
+    if limit is None:
+        return
+    needed = estimate_peak_bytes(kind.value, config, 1, max(dataset.num_classes, 2), architecture=architecture)
+    if needed > limit:
+        message = too_big_message(kind.value, config, needed, f"this service accepts at most {gib(limit)} per job")
+        knobs = ["batch_size", "image_size"] + (["channels", "k"] if kind is JobKind.SEARCH else [])
+        reason = f"the job needs ~{gib(needed)}, at most {gib(limit)} is accepted: see the message"
+        raise Unprocessable(message, code="job_too_large", details={
+            "estimated_bytes": needed, "limit_bytes": limit, "fields": {f"config.{k}": reason for k in knobs}})
+
+
 def submit(
     session: Session,
     *,
@@ -117,8 +136,11 @@ def submit(
     architecture: dict[str, Any] | None,
     idempotency_key: str | None,
     max_attempts: int,
+    max_memory_bytes: int | None = None,
 ) -> CreatedJob:
-    """Add and commit the queued job (or find the idempotent original), then enqueue a new one."""
+    """Check the job's memory estimate against ``max_memory_bytes``, add and commit the queued
+    job (or find the idempotent original), then enqueue a new one."""
+    check_memory(kind, config, dataset, architecture, max_memory_bytes)
     created = create_job(
         session,
         owner_id=owner_id,

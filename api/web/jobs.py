@@ -112,5 +112,6 @@ def retrain(
         architecture=architecture,
         idempotency_key=f"web-retrain-{submit_token}",
         max_attempts=settings.max_attempts,
+        max_memory_bytes=settings.max_job_memory_bytes,
     )
     return RedirectResponse(f"/jobs/{created.job.id}", status_code=303)
