@@ -211,3 +211,11 @@ def test_early_stop_when_the_genotype_stops_changing(phantom, tmp_path):
     result = run_search(phantom, config, tmp_path)
     assert result.stopped_early and result.epochs_run == 4  # warm-up 1 + patience 2 + 1
     assert json.loads((tmp_path / "summary.json").read_text())["stopped_early"] is True
+
+
+def test_checkpoint_save_removes_temp_files_of_a_killed_writer(tmp_path):
+    from nas_core.checkpoint import save_checkpoint
+
+    (tmp_path / ".last.pt.abc123.tmp").write_bytes(b"half a checkpoint")
+    save_checkpoint({"epoch": 3}, tmp_path / "last.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
