@@ -21,10 +21,15 @@ In one run (progress on stderr):
    accepted (202). Reported: wall time, p50/p99 of the submit latency.
 2. **Polling**: ``--clients`` asyncio httpx clients (one keep-alive connection each) poll
    ``GET /v1/jobs/{id}`` of the burst's jobs (client i polls jobs i, i+clients, ...) for
-   ``--seconds``, each sleeping ``--interval`` s between its polls (a watching client; the
-   Python client's ``watch()`` polls every 1 s), while the worker drains the burst. An
-   error is any answer other than 200, or a transport error/timeout (10 s). Goal: p99 under
-   100 ms and zero errors.
+   ``--seconds``, each sleeping ``--interval`` s (times a random 0.8..1.2, so that the
+   clients stay independent instead of re-forming one convoy after every stall) between its
+   polls (a watching client; the Python client's ``watch()`` polls every 1 s), while the
+   worker drains the burst. An error is any answer other than 200, or a transport
+   error/timeout (10 s). Goal: p99 under 100 ms and zero errors. The same polls are also
+   read from the API's own latency histogram (``/metrics``: the time inside the process),
+   with the CPU the API, the worker and the clients used.
+4. **Idle polling**: the same polling again for ``--idle-seconds`` after the drain, with
+   the worker idle (for comparison; no goal).
 3. **Drain**: wait (``--drain-timeout``) until every job is finished, then check from the
    answers AND the database: as many distinct ids as submits, as many job rows as ids (no
    row lost, none duplicated), every row ``succeeded`` after exactly one attempt, and the
@@ -45,6 +50,7 @@ import json
 import math
 import os
 import platform
+import random
 import shutil
 import signal
 import socket
@@ -75,6 +81,7 @@ REQUEST_TIMEOUT_S = 10.0
 SEARCH = {"epochs": 1, "warmup_epochs": 0, "image_size": 16, "batch_size": 2, "channels": 4, "k": 1, "depth": 2,
           "nodes": 1}
 GOAL_P99_MS = 100.0
+JITTER = float(os.environ.get("THRIFTY_BENCH_JITTER", "0.2"))  # each pause is interval x U(0.8, 1.2)
 
 
 def log(message: str) -> None:
@@ -375,6 +382,7 @@ async def burst(stack: Stack, count: int, connections: int) -> dict[str, Any]:
         "accepted": len(accepted),
         "refused": [(status, key) for status, _, key in answers if status != 202],
         "ids": [job_id for _, job_id, _ in accepted],
+        "distinct_ids": len({job_id for _, job_id, _ in accepted}),
         "wall_s": wall,
         "p50_ms": _ms(percentile(latencies, 50)),
         "p99_ms": _ms(percentile(latencies, 99)),
@@ -397,6 +405,7 @@ async def poll(stack: Stack, job_ids: list[str], clients: int, seconds: float, i
 
     async def one(index: int) -> None:
         mine = job_ids[index::clients] or job_ids
+        rng = random.Random(index)
         limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
         async with httpx.AsyncClient(base_url=stack.api_url, headers=stack.headers, limits=limits,
                                      timeout=REQUEST_TIMEOUT_S) as client:
@@ -417,8 +426,8 @@ async def poll(stack: Stack, job_ids: list[str], clients: int, seconds: float, i
                 else:
                     status = response.json()["status"]
                     statuses_seen[status] = statuses_seen.get(status, 0) + 1
-                if interval:
-                    await asyncio.sleep(interval)
+                if interval:  # +-JITTER: independent clients, not a convoy re-formed after every stall
+                    await asyncio.sleep(interval * rng.uniform(1 - JITTER, 1 + JITTER))
 
     started = time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(clients)))
@@ -550,6 +559,30 @@ def drain(stack: Stack, redis_client: Any, ids: list[str], timeout: float, since
 # -- the run -------------------------------------------------------------------------------------
 
 
+def measured_poll(stack: Stack, ids: list[str], clients: int, seconds: float, interval: float) -> dict[str, Any]:
+    """``poll`` plus what explains its latency: the API's own histogram, CPU use, the load average."""
+    load_before, histogram_before = os.getloadavg(), server_histogram(stack)
+    pids = {"api": stack.children["uvicorn"].process.pid, "worker": stack.children["worker"].process.pid}
+
+    def cpu() -> dict[str, float | None]:
+        return {**{name: proc_cpu_s(pid) for name, pid in pids.items()}, "clients": time.process_time()}
+
+    cpu_before = cpu()
+    result = asyncio.run(poll(stack, ids, clients, seconds, interval))
+    cpu_after = cpu()
+    result["load_avg_1min_before_after"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]
+    result["server_side"] = server_side(histogram_before, server_histogram(stack))
+    result["cpu_cores_busy"] = {  # CPU seconds per wall second while the clients polled
+        name: None if cpu_before[name] is None or cpu_after[name] is None
+        else round((cpu_after[name] - cpu_before[name]) / result["seconds"], 2)  # type: ignore[operator]
+        for name in cpu_before}
+    if result["requests"] and cpu_before["api"] is not None and cpu_after["api"] is not None:
+        result["api_cpu_ms_per_request"] = round(1000 * (cpu_after["api"] - cpu_before["api"]) / result["requests"], 2)
+    log(f"polling: p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms, {result['errors']} errors, "
+        f"{result['requests']} requests")
+    return result
+
+
 def machine() -> dict[str, Any]:
     model = ""
     with contextlib.suppress(OSError):
@@ -570,7 +603,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%MZ"),
         "machine": machine(),
         "config": {"clients": args.clients, "seconds": args.seconds, "burst": args.burst,
-                   "interval_s": args.interval, "search": SEARCH},
+                   "interval_s": args.interval, "idle_seconds": args.idle_seconds, "search": SEARCH},
     }
     started = time.monotonic()
     with load_stack() as (stack, redis_client):
@@ -581,26 +614,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         log(f"burst: {result['burst']['accepted']}/{args.burst} accepted in {result['burst']['wall_s']:.1f}s")
         if not ids:
             raise BenchError(f"no submit was accepted: {result['burst']['refused'][:5]}\n{stack.tails()}")
-        log(f"polling: {args.clients} clients for {args.seconds:.0f}s, every {args.interval}s each")
-        load_before, histogram_before = os.getloadavg(), server_histogram(stack)
-        api_pid, worker_pid = stack.children["uvicorn"].process.pid, stack.children["worker"].process.pid
-        cpu_before = {"api": proc_cpu_s(api_pid), "worker": proc_cpu_s(worker_pid), "clients": time.process_time()}
-        result["poll"] = asyncio.run(poll(stack, ids, args.clients, args.seconds, args.interval))
-        cpu_after = {"api": proc_cpu_s(api_pid), "worker": proc_cpu_s(worker_pid), "clients": time.process_time()}
-        poll_result = result["poll"]
-        poll_result["load_avg_1min_before_after"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]
-        poll_result["server_side"] = server_side(histogram_before, server_histogram(stack))
-        poll_result["cpu_cores_busy"] = {  # CPU seconds per wall second while the clients polled
-            name: None if cpu_before[name] is None or cpu_after[name] is None
-            else round((cpu_after[name] - cpu_before[name]) / poll_result["seconds"], 2)
-            for name in cpu_before}
-        if poll_result["requests"] and cpu_before["api"] is not None and cpu_after["api"] is not None:
-            poll_result["api_cpu_ms_per_request"] = round(
-                1000 * (cpu_after["api"] - cpu_before["api"]) / poll_result["requests"], 2)
-        log(f"polling: p50 {result['poll']['p50_ms']} ms, p99 {result['poll']['p99_ms']} ms, "
-            f"{result['poll']['errors']} errors, {result['poll']['requests']} requests")
+        log(f"polling while the worker drains the burst: {args.clients} clients for {args.seconds:.0f}s, "
+            f"every {args.interval}s each")
+        result["poll"] = measured_poll(stack, ids, args.clients, args.seconds, args.interval)
         result["drain"] = drain(stack, redis_client, ids, args.drain_timeout, burst_at)
         log(f"drain: {result['drain']['by_status']} after {result['drain']['drain_s']:.0f}s")
+        if args.idle_seconds > 0:
+            log(f"polling again with the worker idle: {args.clients} clients for {args.idle_seconds:.0f}s")
+            result["poll_idle"] = measured_poll(stack, ids, args.clients, args.idle_seconds, args.interval)
     result["machine"]["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     result["wall_s"] = round(time.monotonic() - started, 1)
     poll_ok = (result["poll"]["p99_ms"] is not None and result["poll"]["p99_ms"] < GOAL_P99_MS
@@ -613,45 +634,56 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def markdown(r: dict[str, Any]) -> str:
-    p, b, d = r["poll"], r["burst"], r["drain"]
+    """Two tables: the polling (worker draining the burst, then idle) and the burst."""
+    b, d, busy, idle = r["burst"], r["drain"], r["poll"], r.get("poll_idle")
 
     def ok(flag: bool) -> str:
         return "PASS" if flag else "FAIL"
 
-    rows = [
-        ("Submits accepted (202)", f"{b['accepted']} / {b['submitted']}", f"{b['submitted']}",
-         ok(r["pass"]["burst_all_accepted"])),
-        ("Burst wall time", f"{b['wall_s']:.1f} s", "", ""),
-        ("Submit latency p50 / p99", f"{b['p50_ms']} / {b['p99_ms']} ms", "", ""),
-        ("Status polls (requests, req/s)", f"{p['requests']}, {p['requests_per_s']}", "", ""),
-        ("Status poll p50", f"{p['p50_ms']} ms", "", ""),
-        ("Status poll p90 / max", f"{p['p90_ms']} / {p['max_ms']} ms", "", ""),
-        ("Status poll p99", f"{p['p99_ms']} ms", f"< {GOAL_P99_MS:.0f} ms",
-         ok(p["p99_ms"] is not None and p["p99_ms"] < GOAL_P99_MS)),
-        ("Status poll errors", f"{p['errors']} {p['errors_by_kind'] or ''}".strip(), "0", ok(p["errors"] == 0)),
-        ("Same polls timed inside the API (p50 / p99 bucket, share < 100 ms)",
-         f"{p['server_side'].get('p50_bucket')} / {p['server_side'].get('p99_bucket')}, "
-         f"{p['server_side'].get('share_under_100ms')}", "", ""),
-        ("API CPU per poll", f"{p.get('api_cpu_ms_per_request')} ms", "", ""),
-        ("Cores busy while polling: API / worker / clients",
-         " / ".join(str(p["cpu_cores_busy"][k]) for k in ("api", "worker", "clients")), "", ""),
-        ("Load average (1 min) before / after polling", " / ".join(map(str, p["load_avg_1min_before_after"])),
-         "", ""),
-        ("Distinct job ids / job rows", f"{b['accepted']} / {d['rows']}", f"{b['submitted']}",
-         ok(d["checks"]["rows_equal_ids"] and d["checks"]["distinct_ids_equal_submits"]
-            and d["checks"]["no_duplicate_rows"])),
-        ("Jobs by status at the end", ", ".join(f"{k} {v}" for k, v in sorted(d["by_status"].items())),
-         f"succeeded {b['submitted']}", ok(d["checks"]["all_succeeded"])),
-        ("Each job ran once (attempt 1) / queue empty",
-         f"{d['checks']['each_ran_once']} / {d['checks']['queue_empty']}", "True / True",
-         ok(d["checks"]["each_ran_once"] and d["checks"]["queue_empty"])),
-        ("First submit to last job finished", f"{d['created_to_last_finished_s']} s", "", ""),
-        ("Throughput (one worker)", f"{d['jobs_per_min']} jobs/min", "", ""),
-        ("Run time per job p50 / p99", f"{d['run_p50_s']} / {d['run_p99_s']} s", "", ""),
+    def row(label: str, value: Callable[[dict[str, Any]], Any], target: str = "", result: str = "") -> str:
+        return f"| {label} | {value(busy)} | {value(idle) if idle else 'not run'} | {target} | {result} |"
+
+    def served(p: dict[str, Any]) -> str:
+        s = p["server_side"]
+        return f"{s.get('p50_bucket')} / {s.get('p99_bucket')}; {s.get('share_under_100ms')}"
+
+    def cores(p: dict[str, Any]) -> str:
+        return " / ".join(str(p["cpu_cores_busy"][k]) for k in ("api", "worker", "clients"))
+
+    p99_ok = busy["p99_ms"] is not None and busy["p99_ms"] < GOAL_P99_MS
+    poll = [
+        f"| Polling: {busy['clients']} clients, each every {busy['interval_s']} s | worker draining the burst "
+        "| worker idle, after the drain | Target (draining) | Result |",
+        "|---|---:|---:|---:|:---:|",
+        row("Duration; requests; requests/s", lambda p: f"{p['seconds']} s; {p['requests']}; {p['requests_per_s']}"),
+        row("Latency p50 / p90 / max", lambda p: f"{p['p50_ms']} / {p['p90_ms']} / {p['max_ms']} ms"),
+        row("**Latency p99**", lambda p: f"**{p['p99_ms']} ms**", f"< {GOAL_P99_MS:.0f} ms", ok(p99_ok)),
+        row("**Errors**", lambda p: f"**{p['errors']}** {p['errors_by_kind'] or ''}".strip(), "0",
+            ok(busy["errors"] == 0)),
+        row("Inside the API: p50 / p99 histogram bucket; share under 100 ms", served),
+        row("API CPU per request", lambda p: f"{p.get('api_cpu_ms_per_request')} ms"),
+        row("Cores busy: API / worker / these clients", cores),
+        row("Load average (1 min), before / after", lambda p: " / ".join(map(str, p["load_avg_1min_before_after"]))),
     ]
-    lines = ["| Metric | Value | Target | Result |", "|---|---:|---:|:---:|"]
-    lines += [f"| {a} | {v} | {t} | {res} |" for a, v, t, res in rows]
-    return "\n".join(lines)
+    checks = d["checks"]
+    burst = [
+        f"| Burst: {b['submitted']} tiny searches at once | Value | Target | Result |",
+        "|---|---:|---:|:---:|",
+        f"| Accepted (202) | {b['accepted']} / {b['submitted']} | all | {ok(r['pass']['burst_all_accepted'])} |",
+        f"| Wall time of the burst; submit latency p50 / p99 | {b['wall_s']:.1f} s; {b['p50_ms']} / {b['p99_ms']} ms"
+        " | | |",
+        f"| Distinct ids returned / job rows in the database | {b['distinct_ids']} / "
+        f"{d['rows']} | {b['submitted']} / {b['submitted']} | "
+        f"{ok(checks['distinct_ids_equal_submits'] and checks['rows_equal_ids'] and checks['no_duplicate_rows'])} |",
+        f"| Jobs at the end | {', '.join(f'{k} {v}' for k, v in sorted(d['by_status'].items()))} | "
+        f"succeeded {b['submitted']} | {ok(checks['all_succeeded'])} |",
+        f"| Every job ran once (attempt 1); broker queue empty | {checks['each_ran_once']}; {checks['queue_empty']} "
+        f"| True; True | {ok(checks['each_ran_once'] and checks['queue_empty'])} |",
+        f"| First submit to last job finished; throughput | {d['created_to_last_finished_s']} s; "
+        f"{d['jobs_per_min']} jobs/min | | |",
+        f"| Run time per job p50 / p99 (started to finished) | {d['run_p50_s']} / {d['run_p99_s']} s | | |",
+    ]
+    return "\n".join([*poll, "", *burst])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -661,11 +693,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--burst", type=int, default=200, help="tiny searches submitted at once")
     parser.add_argument("--interval", type=float, default=0.5,
                         help="seconds each client waits between its polls (0: as fast as it can)")
+    parser.add_argument("--idle-seconds", type=float, default=None,
+                        help="then poll again this long with the worker idle (default: --seconds; 0: skip)")
     parser.add_argument("--drain-timeout", type=float, default=3600.0, help="max seconds for all jobs to finish")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = parser.parse_args(argv)
-    if args.clients < 1 or args.burst < 1 or args.seconds <= 0 or args.interval < 0:
-        parser.error("--clients and --burst must be >= 1, --seconds > 0, --interval >= 0")
+    if args.idle_seconds is None:
+        args.idle_seconds = args.seconds
+    if args.clients < 1 or args.burst < 1 or args.seconds <= 0 or args.interval < 0 or args.idle_seconds < 0:
+        parser.error("--clients and --burst must be >= 1, --seconds > 0, --interval and --idle-seconds >= 0")
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGHUP, _on_signal)
     try:
