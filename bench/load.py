@@ -299,6 +299,13 @@ def _cancel_live_jobs(stack: Stack) -> None:
             request_cancel(session, job_id)
 
 
+def _stop_children(stack: Stack) -> None:
+    """Every process this script started, the last started first; each checked gone."""
+    for child in reversed(list(stack.children.values())):
+        child.stop()
+        log(f"{child.name} stopped (exit {child.process.returncode})")
+
+
 @contextlib.contextmanager
 def load_stack() -> Iterator[tuple[Stack, Any]]:
     """The whole stack; torn down in reverse order whatever happens. Yields (stack, redis client)."""
@@ -330,8 +337,7 @@ def load_stack() -> Iterator[tuple[Stack, Any]]:
                 stack.user_id = user.id
             make_phantom_dataset(home / "data" / "phantom", num_cases=4, image_size=16, depth=1, num_classes=3,
                                  seed=0)
-            for name in ("api", "worker"):  # stopped after the jobs are cancelled (LIFO)
-                cleanup.callback(lambda n=name: stack.children[n].stop() if n in stack.children else None)
+            cleanup.callback(_stop_children, stack)  # after the jobs are cancelled (LIFO)
             cleanup.callback(_cancel_live_jobs, stack)
             _start_api(stack)
             _start_worker(stack)
