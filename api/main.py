@@ -7,6 +7,7 @@ database migrated and the engine created when the app starts (its lifespan).
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -39,6 +40,10 @@ EXTRA_SCHEMAS = (DatasetRegister, DatasetUpload, ErrorResponse)
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: AppState = app.state.api
     await run_in_threadpool(state.start)
+    # Everything imported so far (torch included) lives for the whole process: move it out of
+    # the collector's reach, so full collections stop pausing requests (~150-250 ms measured).
+    gc.collect()
+    gc.freeze()
     try:
         yield
     finally:
