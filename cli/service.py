@@ -220,6 +220,44 @@ def create_key(
     typer.echo(key)
 
 
+@friendly
+@service_errors
+def list_keys(
+    name: Annotated[str, typer.Argument(help="the user's name")],
+    home: HomeOpt = None,
+) -> None:
+    """A user's API keys (id, prefix, created, revoked); the secrets themselves are never stored."""
+    from store.db import session_scope
+    from store.users import get_user_by_name
+    from store.users import list_keys as keys_of
+
+    load_settings(home)
+    with session_scope() as session:
+        user = get_user_by_name(session, name)
+        if user is None:
+            raise ValueError(f"no user {name!r}; create one with: thrifty-nas keys create {name}")
+        for key in keys_of(session, user.id):
+            revoked = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
+            typer.echo(f"{key.id}  tnas_{key.prefix}...  created {key.created_at:%Y-%m-%d %H:%M}  {revoked}")
+
+
+@friendly
+@service_errors
+def revoke_key(
+    key_id: Annotated[str, typer.Argument(help="the key's id (see: thrifty-nas keys list NAME)")],
+    home: HomeOpt = None,
+) -> None:
+    """Revoke an API key: its next request gets 401."""
+    from store.db import session_scope
+    from store.users import revoke_key as revoke
+
+    load_settings(home)
+    with session_scope() as session:
+        if not revoke(session, key_id):
+            raise ValueError(f"no active key {key_id!r}; list a user's keys with: thrifty-nas keys list NAME")
+    err_console.print(f"revoked {key_id}")
+
+
 def _port_free(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
         try:
@@ -271,4 +309,6 @@ def register(app: typer.Typer) -> None:
     app.command("worker")(worker)
     app.command("migrate")(migrate)
     keys_app.command("create")(create_key)
+    keys_app.command("list")(list_keys)
+    keys_app.command("revoke")(revoke_key)
     app.add_typer(keys_app, name="keys")

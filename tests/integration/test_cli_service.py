@@ -61,6 +61,28 @@ def test_keys_create_prints_a_working_key_once_and_refuses_a_taken_name(embedded
     assert again.exit_code == 2 and "user 'alice' already exists" in again.stderr
 
 
+def test_keys_list_and_revoke(embedded_home):
+    runner = CliRunner()
+    home = ["--home", str(embedded_home)]
+    key = runner.invoke(app, ["keys", "create", "carol", *home]).stdout.strip().splitlines()[-1]
+    listed = runner.invoke(app, ["keys", "list", "carol", *home])
+    assert listed.exit_code == 0 and "active" in listed.stdout and key not in listed.stdout
+    key_id = listed.stdout.split()[0]
+    revoked = runner.invoke(app, ["keys", "revoke", key_id, *home])
+    assert revoked.exit_code == 0, revoked.output
+    engine = make_engine(f"sqlite:///{embedded_home / 'thrifty.db'}")
+    try:
+        with session_scope(make_sessionmaker(engine)) as session:
+            assert authenticate(session, key, pepper=DEFAULT_API_KEY_PEPPER) is None
+    finally:
+        engine.dispose()
+    assert "revoked" in runner.invoke(app, ["keys", "list", "carol", *home]).stdout
+    again = runner.invoke(app, ["keys", "revoke", key_id, *home])
+    assert again.exit_code == 2 and "no active key" in again.stderr
+    missing = runner.invoke(app, ["keys", "list", "nobody", *home])
+    assert missing.exit_code == 2 and "no user 'nobody'" in missing.stderr
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--gpus", "0,x"], "give distinct GPU indices separated by commas"),
     (["--gpus", "1,1"], "give distinct GPU indices separated by commas"),
