@@ -75,15 +75,24 @@ def _wait(driver: Any, condition: Callable[[Any], Any], what: str) -> Any:
         NoSuchElementException,
         StaleElementReferenceException,
         TimeoutException,
+        WebDriverException,
     )
     from selenium.webdriver.support.ui import WebDriverWait
 
     waiting = WebDriverWait(driver, WAIT_S, poll_frequency=0.25,
-                            ignored_exceptions=(NoSuchElementException, StaleElementReferenceException))
+                            # the live pages reload themselves: an element may vanish mid-read
+                            ignored_exceptions=(NoSuchElementException, StaleElementReferenceException,
+                                                WebDriverException))
     try:
         return waiting.until(condition)
     except TimeoutException:
         pytest.fail(f"timed out after {WAIT_S}s waiting for {what}; the page says:\n{driver.page_source[:3000]}")
+
+
+def _text(driver: Any, selector: str) -> str:
+    """An element's visible text read in one script call (no element handle to go stale on a reload)."""
+    return driver.execute_script("const e = document.querySelector(arguments[0]); return e ? e.innerText : '';",
+                                 selector)
 
 
 def _seed(services: Services, user: ApiUser) -> tuple[str, str]:
@@ -151,14 +160,12 @@ def test_sign_in_read_a_finished_job_and_cancel_a_running_one(
     # The running job: cancel with the button; the page shows the request, then (the worker
     # having stopped, played here by finish_job) refreshes itself to "cancelled".
     driver.get(f"{base}/jobs/{running_id}")
-    assert "ETA" in driver.find_element(By.CSS_SELECTOR, ".progress-line").text
-    driver.find_element(By.ID, "cancel-job").click()
-    _wait(driver, lambda d: "Cancel requested" in d.find_element(By.TAG_NAME, "main").text,
-          "the cancel request to show")
+    _wait(driver, lambda d: "ETA" in _text(d, ".progress-line"), "the running job's ETA")
+    _wait(driver, lambda d: d.find_element(By.ID, "cancel-job").click() or True, "the cancel button to click")
+    _wait(driver, lambda d: "Cancel requested" in _text(d, "main"), "the cancel request to show")
     with session_scope(services.sessions) as session:
         assert finish_job(session, running_id, RUNNING_WORKER, JobStatus.CANCELLED)
-    _wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, "h1 .status").text.lower() == "cancelled",
-          "the page to refresh to cancelled")
+    _wait(driver, lambda d: _text(d, "h1 .status").lower() == "cancelled", "the page to refresh to cancelled")
     assert not driver.find_elements(By.ID, "cancel-job")
     driver.save_screenshot(str(tmp_path / "4-cancelled.png"))
     print(f"screenshots: {tmp_path}")
