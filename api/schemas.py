@@ -215,7 +215,10 @@ class MetricsOut(BaseModel):
     job_id: str
     latest: dict[str, Any] | None
     epochs: list[EpochMetricsOut]
-    cases: list[CaseScoreOut] = Field(description="per case and class Dice (DSC) and IoU")
+    cases: list[CaseScoreOut] = Field(description="per case and class Dice (DSC) and IoU of the best epoch on the "
+                                                  "validation cases (which chose it), at each case's own size")
+    test: dict[str, Any] | None = Field(None, description="retrains with test cases: the best model scored once "
+                                                          "on them (summary and per_case), at each case's own size")
 
 
 # --- artefacts --------------------------------------------------------------------------------

@@ -185,12 +185,13 @@ def _trivial_dsc(val: Any, num_classes: int) -> float | None:
 
 
 def _search_data(args: argparse.Namespace) -> Any:
+    from nas_core.config import SearchConfig
     from nas_core.pipeline import prepare_search_data
 
     cache = Path(args.out) / "cache"
     val_fraction = args.val_fraction if args.search_cases == "train" else 0.0
-    return prepare_search_data(Path(args.data), args.image_size, args.seed, val_fraction, cache_dir=cache,
-                               data_format=args.format)
+    config = SearchConfig(image_size=args.image_size, seed=args.seed, val_fraction=val_fraction)
+    return prepare_search_data(Path(args.data), config, cache_dir=cache, data_format=args.format)
 
 
 def child_search(args: argparse.Namespace, out: Path) -> dict[str, Any]:
@@ -236,8 +237,8 @@ def child_retrain(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
     config = RetrainConfig.from_dict(json.loads(args.config_json))
     spec = json.loads(args.spec_json)
-    data = prepare_retrain_data(Path(args.data), config.image_size, config.seed, config.val_fraction,
-                                cache_dir=Path(args.out) / "cache", data_format=args.format)
+    data = prepare_retrain_data(Path(args.data), config, cache_dir=Path(args.out) / "cache",
+                                data_format=args.format)
     trivial = _trivial_dsc(data.val, data.num_classes)
     device = resolve_device(config.device)
     probe = _MemoryProbe(device)

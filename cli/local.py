@@ -18,6 +18,16 @@ console = Console()
 DataOpt = Annotated[Path, typer.Option("--data", help="dataset folder (nnU-Net/MSD, PROMISE12, CHAOS CT, 2D folder)")]
 FormatOpt = Annotated[str | None, typer.Option("--format", help="dataset format; auto-detected when omitted")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object for scripts")]
+BudgetOpt = Annotated[float | None, typer.Option(
+    "--time-budget-minutes", help="stop after this much wall-clock time; the schedule is laid over it")]
+ValCasesOpt = Annotated[str | None, typer.Option(
+    "--val-cases", help="comma-separated case ids that choose the best epoch (instead of --val-fraction)")]
+TestCasesOpt = Annotated[str | None, typer.Option(
+    "--test-cases", help="comma-separated case ids scored only at the end (besides the dataset's imagesTs)")]
+
+
+def _cases(text: str | None) -> list[str] | None:
+    return None if text is None else [c.strip() for c in text.split(",") if c.strip()]
 
 
 def _print_json(obj: object) -> None:
@@ -87,6 +97,9 @@ def search(
     early_stop_patience: Annotated[int | None, typer.Option("--early-stop-patience")] = None,
     steps_per_epoch: Annotated[int | None, typer.Option("--steps-per-epoch")] = None,
     device: Annotated[str | None, typer.Option()] = None,
+    time_budget_minutes: BudgetOpt = None,
+    val_cases: ValCasesOpt = None,
+    test_cases: TestCasesOpt = None,
     data_format: FormatOpt = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue from the last checkpoint in --out")] = False,
     as_json: JsonOpt = False,
@@ -97,7 +110,8 @@ def search(
     config = _search_config(epochs=epochs, warmup_epochs=warmup_epochs, image_size=image_size,
                             batch_size=batch_size, channels=channels, nodes=nodes, depth=depth, k=k, seed=seed,
                             early_stop_patience=early_stop_patience, steps_per_epoch=steps_per_epoch,
-                            device=device)
+                            device=device, time_budget_minutes=time_budget_minutes,
+                            val_cases=_cases(val_cases), test_cases=_cases(test_cases))
     _require_dir(data)
     with ProgressBar("search", quiet=as_json) as bar:
         result = run_search(data, config, out, callbacks=bar, resume=resume, data_format=data_format,
@@ -130,6 +144,11 @@ def retrain(
     val_fraction: Annotated[float | None, typer.Option("--val-fraction")] = None,
     steps_per_epoch: Annotated[int | None, typer.Option("--steps-per-epoch")] = None,
     device: Annotated[str | None, typer.Option()] = None,
+    channels: Annotated[int | None, typer.Option(
+        "--channels", help="width C of the genotype at retrain (default: the genotype's own)")] = None,
+    time_budget_minutes: BudgetOpt = None,
+    val_cases: ValCasesOpt = None,
+    test_cases: TestCasesOpt = None,
     data_format: FormatOpt = None,
     resume: Annotated[bool, typer.Option("--resume")] = False,
     as_json: JsonOpt = False,
@@ -143,19 +162,34 @@ def retrain(
         raise ValueError("give exactly one of --genotype FILE or --arch unet|unetpp")
     if arch is not None and arch not in ("unet", "unetpp"):
         raise ValueError(f"--arch must be unet or unetpp, got {arch!r}")
+    if channels is not None and genotype is None:
+        raise ValueError("--channels applies to a genotype (--genotype), not to a baseline")
     spec = {"genotype": Genotype.load(genotype).to_dict()} if genotype else {"baseline": arch}
     options = dict(epochs=epochs, image_size=image_size, batch_size=batch_size, lr=lr, seed=seed,
-                   val_fraction=val_fraction, steps_per_epoch=steps_per_epoch, device=device)
+                   val_fraction=val_fraction, steps_per_epoch=steps_per_epoch, device=device, channels=channels,
+                   time_budget_minutes=time_budget_minutes, val_cases=_cases(val_cases),
+                   test_cases=_cases(test_cases))
     config = RetrainConfig.from_dict({k: v for k, v in options.items() if v is not None})
     _require_dir(data)
     with ProgressBar(f"retrain {arch or 'thrifty'}", quiet=as_json) as bar:
         result = run_retrain(data, spec, config, out, callbacks=bar, resume=resume, data_format=data_format,
-                             cache_dir=out / "cache")
+                             cache_dir=out / "cache", search_cases=_search_cases(genotype))
     if as_json:
         _print_json({**result.metrics, "out": str(out)})
     else:
         _metrics_table(result.metrics["best"], f"{result.metrics['architecture']} "
                        f"({result.metrics['params']:,} params), best epoch {result.metrics['best_epoch']}")
+
+
+def _search_cases(genotype: Path | None) -> list[str] | None:
+    """The cases the search that wrote ``genotype`` used, from its summary.json beside it."""
+    summary = None if genotype is None else genotype.parent / "summary.json"
+    if summary is None or not summary.is_file():
+        return None
+    try:
+        return list(json.loads(summary.read_text()).get("search_cases") or []) or None
+    except (OSError, ValueError):
+        return None
 
 
 def _metrics_table(summary: dict, title: str) -> None:

@@ -170,7 +170,8 @@ def _results_lines(metrics: dict[str, Any]) -> list[str]:
     if not metrics.get("classes"):
         return ["No validation metrics are stored in this checkpoint."]
     lines = [f"Mean foreground DSC {_num(metrics.get('mean_dsc'))}, IoU {_num(metrics.get('mean_iou'))} "
-             f"over {metrics.get('n_cases', 0)} held-out case(s).", "", "DSC per class:", "",
+             f"over {metrics.get('n_cases', 0)} validation case(s) (they chose this epoch), each scored at its "
+             "own size: logits resampled (bilinear) to the scan, then argmax.", "", "DSC per class:", "",
              "| class | label | DSC mean | DSC std | IoU mean | cases |", "| --- | --- | --- | --- | --- | --- |"]
     classes = metrics["classes"]
     for name, c in classes.items():

@@ -31,7 +31,7 @@ class _Config:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError({k: f"unknown option; known: {sorted(known)}" for k in unknown})
-        for key in ("arch_betas", "ct_window"):
+        for key in ("arch_betas", "ct_window", "val_cases", "test_cases"):
             if key in data and isinstance(data[key], list):
                 data[key] = tuple(data[key])
         return cls(**data)
@@ -44,6 +44,7 @@ class _Config:
 
 SEED_MAX = 2**32 - 1
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+MAX_BUDGET_MINUTES = 7 * 24 * 60
 
 
 def _common_rules(c: Any) -> dict[str, tuple[bool, str]]:
@@ -57,7 +58,16 @@ def _common_rules(c: Any) -> dict[str, tuple[bool, str]]:
         "cpu_threads": (1 <= c.cpu_threads <= 256, f"must be between 1 and 256, got {c.cpu_threads}"),
         "steps_per_epoch": (c.steps_per_epoch is None or c.steps_per_epoch >= 1,
                             f"must be >= 1 or null, got {c.steps_per_epoch}"),
+        "time_budget_minutes": (c.time_budget_minutes is None or 0 < c.time_budget_minutes <= MAX_BUDGET_MINUTES,
+                                f"must be in (0, {MAX_BUDGET_MINUTES}] minutes or null, got {c.time_budget_minutes}"),
+        "val_cases": (_case_list_ok(c.val_cases), "must be a list of distinct, non-empty case ids or null"),
+        "test_cases": (_case_list_ok(c.test_cases), "must be a list of distinct, non-empty case ids or null"),
     }
+
+
+def _case_list_ok(cases: tuple[str, ...] | None) -> bool:
+    return cases is None or (len(set(cases)) == len(cases) <= 100_000
+                             and all(isinstance(c, str) and 0 < len(c) <= 200 for c in cases))
 
 
 @dataclass(frozen=True)
@@ -89,6 +99,12 @@ class SearchConfig(_Config):
     amp: bool = True
     num_workers: int = 0
     cpu_threads: int = 1
+    # Stop at this wall-clock budget (training and validation, over resumes); the learning-rate
+    # schedule is laid over whichever of epochs and budget ends first.
+    time_budget_minutes: float | None = None
+    # Explicit case roles: validation cases choose the best epoch, test cases are only reported.
+    val_cases: tuple[str, ...] | None = None
+    test_cases: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         self._check({
@@ -124,6 +140,8 @@ class RetrainConfig(_Config):
     batch_size: int = 8
     lr: float = 1e-3
     weight_decay: float = 5e-4
+    # Width C of a genotype at retrain (None: the genotype's own): search narrow, train wider.
+    channels: int | None = None
     seed: int = 0
     val_fraction: float = 0.2
     flip: bool = True
@@ -135,11 +153,19 @@ class RetrainConfig(_Config):
     amp: bool = True
     num_workers: int = 0
     cpu_threads: int = 1
+    # Stop at this wall-clock budget (training and validation, over resumes); the learning-rate
+    # schedule is laid over whichever of epochs and budget ends first.
+    time_budget_minutes: float | None = None
+    # Explicit case roles: validation cases choose the best epoch, test cases are only reported.
+    val_cases: tuple[str, ...] | None = None
+    test_cases: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         self._check({
             **_common_rules(self),
             "lr": (0 < self.lr < 10, f"must be in (0, 10), got {self.lr}"),
+            "channels": (self.channels is None or 4 <= self.channels <= 256,
+                         f"must be between 4 and 256 or null, got {self.channels}"),
             "weight_decay": (0 <= self.weight_decay < 1, f"must be in [0, 1), got {self.weight_decay}"),
             "val_fraction": (0 < self.val_fraction < 1, f"must be in (0, 1), got {self.val_fraction}"),
         })

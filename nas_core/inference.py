@@ -32,7 +32,8 @@ def _check_channels(meta: dict[str, Any], channels: int, what: str) -> None:
 
 def evaluate_checkpoint(checkpoint: Path, data: Path, data_format: str | None = None,
                         device: str = "auto") -> dict[str, Any]:
-    """Hard DSC/IoU of a checkpoint on every case of a dataset (per case and summarised)."""
+    """Hard DSC/IoU of a checkpoint on every case of a dataset (its imagesTs test cases too),
+    per case and summarised, each case scored at its own size."""
     dev = resolve_device(device)
     model, meta = load_model(checkpoint, dev)
     spec = open_dataset(data, format=data_format)
@@ -40,10 +41,12 @@ def evaluate_checkpoint(checkpoint: Path, data: Path, data_format: str | None = 
     if spec.num_classes != meta["num_classes"]:
         raise DatasetError(f"dataset {data} has {spec.num_classes} classes; the model predicts {meta['num_classes']}")
     norm = Normalisation.from_dict(meta["normalisation"])
-    ds = SliceDataset(spec, [c.case_id for c in spec.cases], meta["image_size"], norm)
+    ids = [c.case_id for c in (*spec.cases, *spec.test_cases)]
+    ds = SliceDataset(spec, ids, meta["image_size"], norm, native=True)
     scores = evaluate(model, ds, dev, meta["num_classes"])
     return {**summarise(scores, meta["class_names"]), "per_case": [s.to_dict() for s in scores],
-            "checkpoint": str(checkpoint), "data": str(data)}
+            "checkpoint": str(checkpoint), "data": str(data),
+            "scoring": "hard DSC per case at the case's own size (logits resampled bilinear, then argmax)"}
 
 
 def _inputs(path: Path) -> list[Path]:
@@ -74,6 +77,7 @@ def predict_paths(checkpoint: Path, input_path: Path, output: Path, device: str 
         case = load_image_for_inference(path)
         _check_channels(meta, case.image.shape[0], str(path))
         images, _ = prepare_case(case, meta["image_size"], norm)
-        labels = predict_slices(model, images, dev, amp=False).numpy()
+        native_size = tuple(case.image.shape[-2:])  # logits go back to the scan's own size
+        labels = predict_slices(model, images, dev, amp=False, out_size=native_size).numpy()
         written.append(write_prediction(labels, case, output / f"{_stem(path)}_seg", meta["num_classes"]))
     return written

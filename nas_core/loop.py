@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -72,12 +73,21 @@ def check_stop(should_stop: Callable[[], bool]) -> None:
 
 @torch.no_grad()
 def predict_slices(model: nn.Module, images: torch.Tensor, device: torch.device, amp: bool,
-                   batch_size: int = 16) -> torch.Tensor:
-    """Argmax labels [N, H, W] for images [N, C, H, W]."""
+                   batch_size: int = 16, out_size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Argmax labels [N, H, W] for images [N, C, S, S].
+
+    With ``out_size``, the logits are resampled (bilinear) to that in-plane size before the
+    argmax: how a prediction made at the working size returns to the scan's own size.
+    Resampling the label map instead (nearest) would make staircase edges and lose thin
+    structures.
+    """
     out = []
     for i in range(0, len(images), batch_size):
         with autocast(device, amp):
             logits = model(images[i : i + batch_size].to(device))
+        logits = logits.float()
+        if out_size is not None and tuple(logits.shape[-2:]) != tuple(out_size):
+            logits = F.interpolate(logits, size=tuple(out_size), mode="bilinear", align_corners=False)
         out.append(logits.argmax(1).cpu())
     return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
 
@@ -85,7 +95,11 @@ def predict_slices(model: nn.Module, images: torch.Tensor, device: torch.device,
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset: Any, device: torch.device, num_classes: int, amp: bool = False,
              batch_size: int = 16) -> list[CaseScores]:
-    """Hard DSC/IoU per case: every slice of a case predicted, the whole volume scored at once."""
+    """Hard DSC/IoU per case: every slice of a case predicted, the whole volume scored at once.
+
+    A dataset built with ``native=True`` is scored on each case at its own size (logits
+    resampled, then argmax); otherwise on the resized slices.
+    """
     was_training = model.training
     model.eval()
     scores = []
@@ -96,8 +110,9 @@ def evaluate(model: nn.Module, dataset: Any, device: torch.device, num_classes: 
                 continue
             items = [dataset[i] for i in idx]
             images = torch.stack([it[0] for it in items])
-            labels = torch.stack([it[1] for it in items])
-            pred = predict_slices(model, images, device, amp, batch_size)
+            native = getattr(dataset, "native_labels", None)
+            labels = native[case_index].long() if native is not None else torch.stack([it[1] for it in items])
+            pred = predict_slices(model, images, device, amp, batch_size, out_size=tuple(labels.shape[-2:]))
             scores.append(CaseScores.compute(case_id, pred, labels, num_classes))
     finally:
         model.train(was_training)

@@ -1,7 +1,11 @@
 """From a dataset folder to the slice datasets an engine trains on.
 
-Search: all cases halved (by case) into a weight half and an architecture half.
-Retrain: cases split (by case) into training and validation.
+Both engines plan the same split (``nas_core.data.splits.plan_split``): test cases (the
+dataset's labelled imagesTs, or the config's ``test_cases``) are set apart first, then
+validation cases (``val_cases``, or a seeded ``val_fraction``).
+Search: the training cases halved (by case) into a weight half and an architecture half.
+Retrain: training cases train, validation cases choose the best epoch, test cases are
+scored once at the end. Validation and test sets are scored at each case's own size.
 """
 
 from __future__ import annotations
@@ -19,8 +23,8 @@ from nas_core.data import (
     halve,
     normalisation_for,
     open_dataset,
-    split_cases,
 )
+from nas_core.data.splits import Split, plan_split
 
 
 @dataclass
@@ -32,6 +36,8 @@ class PreparedData:
     held_out: SliceDataset
     normalisation: Normalisation
     image_size: int
+    test: SliceDataset | None = None
+    split: Split | None = None
 
     @property
     def arch(self) -> SliceDataset:
@@ -61,36 +67,49 @@ class PreparedData:
             "channel_names": list(self.spec.channel_names),
             "dataset": {"name": self.spec.name, "format": self.spec.format, "modality": self.spec.modality,
                         "synthetic": self.spec.synthetic, "is_3d": self.spec.is_3d,
-                        "train_cases": self.train.case_ids, "held_out_cases": self.held_out.case_ids},
+                        "train_cases": self.train.case_ids, "held_out_cases": self.held_out.case_ids,
+                        "test_cases": self.test.case_ids if self.test is not None else []},
         }
 
 
-def _prepare(root: Path, image_size: int, sides: tuple[list[str], list[str]], spec: DatasetSpec,
-             cache_dir: Path | None) -> PreparedData:
+def job_split(spec: DatasetSpec, config: Any) -> Split:
+    """The split a job's config asks for on this dataset (``plan_split``)."""
+    return plan_split([c.case_id for c in spec.cases], [c.case_id for c in spec.test_cases],
+                      val_fraction=config.val_fraction, seed=config.seed, val_cases=config.val_cases,
+                      test_cases=config.test_cases)
+
+
+def prepare_search_data(root: Path, config: Any, cache_dir: Path | None = None,
+                        data_format: str | None = None) -> PreparedData:
+    """Halve the *training* cases: validation and test cases never help choose the architecture
+    (a retrain with the same split can be scored honestly; ``val_fraction=0``: every case)."""
+    spec = open_dataset(root, format=data_format)
+    split = job_split(spec, config)
+    if len(split.train) < 2:
+        raise DatasetError(f"the search needs at least 2 training cases to halve, got {len(split.train)} of "
+                           f"{len(spec.cases)} after holding out validation and test cases; add cases or "
+                           f"set val_fraction=0")
+    weights, arch = halve(split.train, config.seed)
     norm = normalisation_for(spec.modality)
-    train = SliceDataset(spec, sides[0], image_size, norm, cache_dir=cache_dir)
-    held_out = SliceDataset(spec, sides[1], image_size, norm, cache_dir=cache_dir)
-    return PreparedData(spec, train, held_out, norm, image_size)
+    size = config.image_size
+    return PreparedData(spec, SliceDataset(spec, weights, size, norm, cache_dir=cache_dir),
+                        SliceDataset(spec, arch, size, norm, cache_dir=cache_dir, native=True), norm, size,
+                        split=split)
 
 
-def prepare_search_data(root: Path, image_size: int, seed: int, val_fraction: float = 0.2,
-                        cache_dir: Path | None = None, data_format: str | None = None) -> PreparedData:
-    """Halve the *training* split: with the same seed and val_fraction as the retrain, the
-    validation cases never help choose the architecture (val_fraction=0: every case)."""
+def prepare_retrain_data(root: Path, config: Any, cache_dir: Path | None = None,
+                         data_format: str | None = None) -> PreparedData:
     spec = open_dataset(root, format=data_format)
-    ids = [c.case_id for c in spec.cases]
-    train_ids = split_cases(ids, val_fraction, seed)[0] if val_fraction > 0 else ids
-    if len(train_ids) < 2:
-        raise DatasetError(f"the search needs at least 2 training cases to halve, got {len(train_ids)} of "
-                           f"{len(ids)} after holding out val_fraction={val_fraction}; add cases or set val_fraction=0")
-    return _prepare(root, image_size, halve(train_ids, seed), spec, cache_dir)
-
-
-def prepare_retrain_data(root: Path, image_size: int, seed: int, val_fraction: float,
-                         cache_dir: Path | None = None, data_format: str | None = None) -> PreparedData:
-    spec = open_dataset(root, format=data_format)
-    sides = split_cases([c.case_id for c in spec.cases], val_fraction, seed)
-    return _prepare(root, image_size, sides, spec, cache_dir)
+    split = job_split(spec, config)
+    if not split.val:
+        raise DatasetError("a retrain needs validation cases to choose its best epoch; set val_fraction > 0 "
+                           "or val_cases")
+    norm = normalisation_for(spec.modality)
+    size = config.image_size
+    test = SliceDataset(spec, split.test, size, norm, cache_dir=cache_dir, native=True) if split.test else None
+    return PreparedData(spec, SliceDataset(spec, split.train, size, norm, cache_dir=cache_dir),
+                        SliceDataset(spec, split.val, size, norm, cache_dir=cache_dir, native=True), norm, size,
+                        test=test, split=split)
 
 
 def make_augmenter(config: Any) -> Augment | None:

@@ -4,6 +4,11 @@ The training cases are halved (by case): one half trains the weights (SGD, cosin
 other the architecture (Adam on alphas and betas) once the warm-up is over. Every epoch
 records alphas, betas, the derived genotype, losses and the architecture-half DSC, and
 writes an atomic checkpoint from which `resume=True` continues exactly.
+
+A search stops at its epochs or its `time_budget_minutes`, whichever comes first: the
+weights' cosine schedule is laid over that length and the warm-up is the same share of it
+(warmup_epochs / epochs). `summary.json` records the cases the search used
+(`search_cases`), so a retrain can refuse to validate or test on them.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from nas_core.runtime import (
     seed_everything,
     set_rng_state,
 )
+from nas_core.schedule import RunClock, cosine
 from nas_core.supernet import SearchNetwork
 
 LAST = "last.pt"
@@ -66,7 +72,7 @@ class _Search:
         self.criterion = DiceCELoss(data.num_classes)
         self.w_opt = torch.optim.SGD(self.model.weights(), lr=config.w_lr, momentum=config.w_momentum,
                                      weight_decay=config.w_weight_decay)
-        self.w_sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_opt, config.epochs, eta_min=config.w_lr_min)
+        self.clock = RunClock(config.epochs, config.time_budget_minutes)
         self.a_opt = torch.optim.Adam(self.model.arch_parameters(), lr=config.arch_lr, betas=config.arch_betas,
                                       weight_decay=config.arch_weight_decay)
         self.history: list[dict[str, Any]] = []
@@ -83,7 +89,7 @@ class _Search:
             **self.data.describe(), "config": self.config.to_dict(),
             "model": self.model.state_dict(),
             "optimizers": {"weights": self.w_opt.state_dict(), "arch": self.a_opt.state_dict()},
-            "schedulers": {"weights": self.w_sched.state_dict()},
+            "schedulers": {"clock": {"spent_s": self.clock.spent_s}},
             "rng": rng_state(), "history": self.history,
         }
 
@@ -93,7 +99,8 @@ class _Search:
         self.model.load_state_dict(state["model"])
         self.w_opt.load_state_dict(state["optimizers"]["weights"])
         self.a_opt.load_state_dict(state["optimizers"]["arch"])
-        self.w_sched.load_state_dict(state["schedulers"]["weights"])
+        self.clock = RunClock(self.config.epochs, self.config.time_budget_minutes,
+                              state["schedulers"].get("clock", {}).get("spent_s", 0.0))
         set_rng_state(state["rng"])
         self.history = state["history"]
         self.start_epoch = state["epoch"]
@@ -106,13 +113,20 @@ class _Search:
                                num_workers=cfg.num_workers, limit=cfg.steps_per_epoch)
         a_stream = BatchStream(self.data.arch, cfg.batch_size, self.device, epoch_generator(cfg.seed, epoch, 1),
                                num_workers=cfg.num_workers)
-        arch_on = epoch >= cfg.warmup_epochs and cfg.arch_lr > 0
+        warmup = cfg.warmup_epochs / cfg.epochs
+        arch_on = cfg.arch_lr > 0 and self.clock.progress(epoch) >= warmup
         a_iter = iter(a_stream) if arch_on else None
         w_loss = a_loss = 0.0
-        steps = len(w_stream)
+        steps, done, lr = len(w_stream), 0, None
         t0 = time.perf_counter()
         for step, (x, y) in enumerate(w_stream):
             check_stop(self.cb.should_stop)
+            if step > 0 and self.clock.out_of_time():
+                break
+            rate = cosine(cfg.w_lr, cfg.w_lr_min, self.clock.progress(epoch + step / max(steps, 1)))
+            for group in self.w_opt.param_groups:
+                group["lr"] = rate
+            lr = rate if lr is None else lr  # the rate this epoch started with
             if a_iter is not None:
                 try:
                     xa, ya = next(a_iter)
@@ -132,13 +146,12 @@ class _Search:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(list(self.model.weights()), cfg.grad_clip)
             self.w_opt.step()
+            done = step + 1
             self.cb.on_step(StepEvent("search", epoch, cfg.epochs, step, steps, w_loss / (step + 1),
                                       time.perf_counter() - t0, time.perf_counter() - run_t0, self.start_epoch))
-        lr = self.w_opt.param_groups[0]["lr"]  # the rate this epoch used
-        self.w_sched.step()
         elapsed = time.perf_counter() - t0
-        return {"loss": w_loss / max(steps, 1), "arch_loss": a_loss / max(steps, 1) if arch_on else None,
-                "lr": lr, "data_wait_fraction": w_stream.wait_s / max(elapsed, 1e-9),
+        return {"loss": w_loss / max(done, 1), "arch_loss": a_loss / max(done, 1) if arch_on else None,
+                "lr": lr, "steps": done, "data_wait_fraction": w_stream.wait_s / max(elapsed, 1e-9),
                 "seconds": elapsed}
 
     def run(self) -> SearchResult:
@@ -147,6 +160,8 @@ class _Search:
         stopped_early = False
         try:
             for epoch in range(self.start_epoch, cfg.epochs):
+                if self.clock.out_of_time():
+                    break
                 train = self.train_epoch(epoch, run_t0)
                 scores = evaluate(self.model, self.data.arch, self.device, self.data.num_classes, self.amp)
                 genotype = self.model.genotype()
@@ -166,9 +181,13 @@ class _Search:
         finally:
             free_device_memory(self.device)
         genotype = Genotype.from_dict(self.history[-1]["genotype"]) if self.history else self.model.genotype()
+        described = self.data.describe()["dataset"]
         summary = {"genotype": genotype.to_dict(), "epochs_run": len(self.history), "stopped_early": stopped_early,
+                   "stopped_by": ("genotype_stable" if stopped_early else
+                                  "time_budget" if self.clock.out_of_time() else "epochs"),
                    "final_arch_dsc": self.history[-1]["metrics"]["arch"]["dsc"] if self.history else None,
-                   "seconds": time.perf_counter() - run_t0, "dataset": self.data.describe()["dataset"]}
+                   "seconds": self.clock.spent_s, "dataset": described,
+                   "search_cases": sorted({*described["train_cases"], *described["held_out_cases"]})}
         (self.out_dir / SUMMARY).write_text(json.dumps(summary, indent=2))
         return SearchResult(genotype, self.history, self.out_dir, len(self.history), stopped_early, summary)
 
@@ -206,8 +225,7 @@ def run_search(data: str | Path | PreparedData, config: SearchConfig, out_dir: s
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     prepared = data if isinstance(data, PreparedData) else prepare_search_data(
-        Path(data), config.image_size, config.seed, config.val_fraction, cache_dir=cache_dir,
-        data_format=data_format)
+        Path(data), config, cache_dir=cache_dir, data_format=data_format)
     search = _Search(prepared, config, out_dir, callbacks or Callbacks())
     if resume and (out_dir / LAST).exists():
         search.restore(out_dir / LAST)

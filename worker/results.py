@@ -18,7 +18,7 @@ from nas_core.checkpoint import load_checkpoint
 from nas_core.models import build_model, count_parameters
 from store.artifacts import ArtifactStore, StoredArtifact, register_artifact
 from store.history import CaseScoreIn, record_case_scores, save_genotype
-from store.models import ArtifactKind, JobKind
+from store.models import ArtifactKind, Job, JobKind
 from worker.callbacks import json_safe, store_epoch
 from worker.plan import JobPlan
 
@@ -81,3 +81,6 @@ def publish(session: Session, plan: JobPlan, outputs: Iterable[Output], history:
                       params=genotype_params(plan, genotype))
     else:
         record_case_scores(session, plan.job_id, case_scores(result.metrics["best"]))
+        if result.metrics.get("test") is not None:  # scored once, on cases that chose nothing
+            job = session.get(Job, plan.job_id)
+            job.latest_metrics = {**(job.latest_metrics or {}), "test": json_safe(result.metrics["test"])}

@@ -108,4 +108,5 @@ def job_metrics(job: OwnedJob, session: SessionDep) -> MetricsOut:
         "latest": job.latest_metrics,
         "epochs": [{"epoch": e, "splits": s} for e, s in epochs.items()],
         "cases": list_case_scores(session, job.id),
+        "test": (job.latest_metrics or {}).get("test"),
     }, from_attributes=True)

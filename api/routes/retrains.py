@@ -10,13 +10,13 @@ from api.presenters import submitted
 from api.routes import API_PREFIX
 from api.schemas import JobOut, RetrainSubmit
 from api.services.configs import retrain_config
-from api.services.submit import ready_dataset, resolve_architecture, submit
+from api.services.submit import check_no_leak, ready_dataset, resolve_architecture, submit
 from store.models import JobKind
 
 router = APIRouter(prefix=f"{API_PREFIX}/retrains", tags=["jobs"])
 
 
-@router.post("", status_code=202, response_model=JobOut, responses=error_responses(400, 404, 409))
+@router.post("", status_code=202, response_model=JobOut, responses=error_responses(400, 404, 409, 422))
 def submit_retrain(
     body: RetrainSubmit,
     response: Response,
@@ -29,6 +29,7 @@ def submit_retrain(
     dataset = ready_dataset(session, user.id, body.dataset_id)
     config = retrain_config(body.config)
     architecture = resolve_architecture(session, user.id, body.architecture, dataset)
+    check_no_leak(session, architecture, dataset, config)
     created = submit(
         session,
         owner_id=user.id,

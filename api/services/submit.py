@@ -20,13 +20,16 @@ from sqlalchemy.orm import Session
 from api import queue
 from api.errors import Conflict, NotFound, Unprocessable
 from api.schemas import ArchitectureIn
+from nas_core.config import ConfigError, RetrainConfig, SearchConfig
+from nas_core.data import DatasetError, open_dataset
+from nas_core.data.splits import leak_message, leaked_cases, plan_split
 from nas_core.genotype import Genotype, InvalidGenotype
 from nas_core.memory import estimate_peak_bytes, gib, too_big_message
 from nas_core.models import InvalidArchitecture, build_model
 from store.datasets import get_dataset
 from store.history import get_genotype, latest_genotype
 from store.jobs import CreatedJob, create_job, get_job
-from store.models import Dataset, DatasetStatus, JobKind, JobStatus
+from store.models import Dataset, DatasetStatus, Job, JobKind, JobStatus
 from store.models import Genotype as GenotypeRow
 
 
@@ -105,6 +108,41 @@ def resolve_architecture(
         )
     spec = _from_row(row, f"the genotype of search job {job.id!r}", dataset, "architecture.search_job_id")
     return {**spec, "search_job_id": job.id}
+
+
+def _split_of(dataset: Dataset, config: SearchConfig | RetrainConfig) -> Any:
+    spec = open_dataset(dataset.path, format=dataset.format)
+    return plan_split([c.case_id for c in spec.cases], [c.case_id for c in spec.test_cases],
+                      val_fraction=config.val_fraction, seed=config.seed, val_cases=config.val_cases,
+                      test_cases=config.test_cases)
+
+
+def check_no_leak(session: Session, architecture: dict[str, Any], dataset: Dataset, config: RetrainConfig) -> None:
+    """422 ``data_leak`` when a validation or test case of this retrain helped the search that
+    found its genotype choose it (same dataset only: another dataset's cases are other scans).
+
+    The search's cases are planned exactly as its worker planned them (``plan_split`` on the
+    dataset and the search's stored config), so nothing needs to be recorded at run time.
+    """
+    search_id = architecture.get("search_job_id")
+    if search_id is None and architecture.get("genotype_id"):
+        row = session.get(GenotypeRow, architecture["genotype_id"])
+        search_id = row.job_id if row is not None else None
+    search = session.get(Job, search_id) if search_id else None
+    if search is None or search.kind != JobKind.SEARCH.value or search.dataset_id != dataset.id:
+        return
+    try:
+        searched = _split_of(dataset, SearchConfig.from_dict(search.config)).train
+        split = _split_of(dataset, config)
+    except (DatasetError, ConfigError) as exc:
+        raise Unprocessable(f"cannot plan this retrain's cases: {exc}", code="validation_error",
+                            details={"fields": {"config": str(exc)}}) from None
+    leaked = leaked_cases(searched, split)
+    if leaked:
+        message = leak_message(leaked, f"search job {search.id!r}")
+        raise Unprocessable(message, code="data_leak", details={
+            "search_job_id": search.id, "cases": leaked,
+            "fields": {"config.val_cases": message, "config.seed": message}})
 
 
 def check_memory(kind: JobKind, config: dict[str, Any], dataset: Dataset, architecture: dict[str, Any] | None,

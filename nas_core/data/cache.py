@@ -13,6 +13,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ from nas_core.data.spec import Case
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: entries also hold the labels at the case's own size
 
 
 def case_files(case: Case) -> list[Path]:
@@ -57,29 +58,37 @@ def _entry(cache_dir: Path, case_id: str, key: str) -> Path:
     return cache_dir / f"{safe}-{key[:20]}.npz"
 
 
-def load_cached(cache_dir: Path, case_id: str, key: str) -> tuple[torch.Tensor, torch.Tensor | None] | None:
-    """The cached (images, labels) of a case, or None on a miss or an unreadable entry."""
+class CachedCase(NamedTuple):
+    images: torch.Tensor  # [D, C, S, S] at the working size
+    labels: torch.Tensor | None  # [D, S, S] at the working size
+    native_labels: torch.Tensor | None  # [D, H, W] at the case's own size
+
+
+def load_cached(cache_dir: Path, case_id: str, key: str) -> CachedCase | None:
+    """The cached slices of a case, or None on a miss or an unreadable entry."""
     path = _entry(cache_dir, case_id, key)
     if not path.is_file():
         return None
     try:
         with np.load(path) as data:
-            images = torch.from_numpy(data["images"])
-            labels = torch.from_numpy(data["labels"]) if "labels" in data.files else None
+            return CachedCase(*(torch.from_numpy(data[k]) if k in data.files else None
+                                for k in ("images", "labels", "native_labels")))
     except (OSError, ValueError, KeyError) as exc:
         log.warning("ignoring unreadable cache entry %s: %s", path, exc)
         return None
-    return images, labels
 
 
 def save_cached(
-    cache_dir: Path, case_id: str, key: str, images: torch.Tensor, labels: torch.Tensor | None
+    cache_dir: Path, case_id: str, key: str, images: torch.Tensor, labels: torch.Tensor | None,
+    native_labels: torch.Tensor | None = None,
 ) -> None:
     """Write an entry atomically (temp file + rename), so a crash never leaves half a file."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     arrays = {"images": images.numpy()}
     if labels is not None:
         arrays["labels"] = labels.numpy()
+    if native_labels is not None:
+        arrays["native_labels"] = native_labels.numpy()
     fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:

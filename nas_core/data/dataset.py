@@ -34,6 +34,8 @@ class SliceDataset(Dataset):
             files and settings reads them instead of decoding.
         seed: seeds augmentation; item i of epoch e always gets the same draw
             (call ``set_epoch`` to vary it), whatever the DataLoader workers do.
+        native: also keep each case's label map at its own size (``native_labels``), so
+            evaluation scores the scan as it is rather than the resized slices.
 
     ``__getitem__(i)`` returns (image FloatTensor [C,S,S], label LongTensor [S,S],
     case_index int). The image is a view into the shared store: do not edit it in place.
@@ -48,6 +50,7 @@ class SliceDataset(Dataset):
         augment: AugmentFn | None = None,
         cache_dir: Path | None = None,
         seed: int = 0,
+        native: bool = False,
     ) -> None:
         if not case_ids:
             raise DatasetError("SliceDataset needs at least one case id")
@@ -60,6 +63,9 @@ class SliceDataset(Dataset):
         self.seed = seed
         self.epoch = 0
         self.decode_count = 0
+        self.native = native
+        # Per case, the reference labels [D, H, W] at the case's own in-plane size (native=True).
+        self.native_labels: list[torch.Tensor] | None = [] if native else None
         start = time.perf_counter()
         parts = [self._prepare(spec.case(cid)) for cid in self.case_ids]
         self._store(parts)
@@ -80,15 +86,22 @@ class SliceDataset(Dataset):
         if self.cache_dir is not None:
             key = cache_key(case, self.spec.format, self.image_size, self.normalisation)
             cached = load_cached(self.cache_dir, case.case_id, key)
-            if cached is not None and cached[1] is not None:
-                return cached[0], cached[1]
+            if cached is not None and cached.labels is not None and cached.native_labels is not None:
+                self._keep_native(cached.native_labels)
+                return cached.images, cached.labels
         loaded = get_reader(self.spec.format).load(self.spec, case)
         self.decode_count += len(case.image_paths) + 1
         images, labels = prepare_case(loaded, self.image_size, self.normalisation)
         labels = labels.to(self._label_dtype())
+        native = torch.as_tensor(loaded.label).to(self._label_dtype())
         if key is not None:
-            save_cached(self.cache_dir, case.case_id, key, images, labels)
+            save_cached(self.cache_dir, case.case_id, key, images, labels, native)
+        self._keep_native(native)
         return images, labels
+
+    def _keep_native(self, labels: torch.Tensor) -> None:
+        if self.native_labels is not None:
+            self.native_labels.append(labels)
 
     def _label_dtype(self) -> torch.dtype:
         return torch.uint8 if max(self.spec.labels, default=0) < 256 else torch.int64

@@ -59,6 +59,9 @@ class DatasetSpec:
     cases: tuple[Case, ...]
     synthetic: bool = False
     is_3d: bool = False
+    # A labelled test set kept apart by the dataset itself (nnU-Net's imagesTs + labelsTs):
+    # never trained on, never used for selection, scored once at the end.
+    test_cases: tuple[Case, ...] = ()
 
     @property
     def num_classes(self) -> int:
@@ -66,10 +69,10 @@ class DatasetSpec:
         return len(self.labels)
 
     def case(self, case_id: str) -> Case:
-        for case in self.cases:
+        for case in (*self.cases, *self.test_cases):
             if case.case_id == case_id:
                 return case
-        known = [c.case_id for c in self.cases]
+        known = [c.case_id for c in (*self.cases, *self.test_cases)]
         raise DatasetError(f"case {case_id!r} is not in dataset {self.name!r}; known cases: {known}")
 
     def to_dict(self) -> dict[str, Any]:
@@ -86,6 +89,7 @@ class DatasetSpec:
             "synthetic": self.synthetic,
             "is_3d": self.is_3d,
             "cases": [c.to_dict() for c in self.cases],
+            "test_cases": [c.to_dict() for c in self.test_cases],
         }
 
     @classmethod
@@ -100,6 +104,7 @@ class DatasetSpec:
             cases=tuple(Case.from_dict(c) for c in data["cases"]),
             synthetic=bool(data.get("synthetic", False)),
             is_3d=bool(data.get("is_3d", False)),
+            test_cases=tuple(Case.from_dict(c) for c in data.get("test_cases", [])),
         )
 
 

@@ -1,9 +1,14 @@
-"""Case-level splits: slices of one patient never sit on both sides of a split."""
+"""Case-level splits: slices of one patient never sit on both sides of a split.
+
+Torch-free on purpose: the API plans the same split as the worker to refuse a retrain
+whose validation or test cases helped a search choose its architecture.
+"""
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from nas_core.data.errors import DatasetError
 
@@ -30,3 +35,66 @@ def split_cases(
 def halve(case_ids: Sequence[str], seed: int = 0) -> tuple[list[str], list[str]]:
     """Two disjoint halves (weights, architecture) for the search, by case."""
     return split_cases(case_ids, 0.5, seed)
+
+
+@dataclass(frozen=True)
+class Split:
+    """Which cases train, which choose the best epoch (val) and which are only reported (test)."""
+
+    train: tuple[str, ...]
+    val: tuple[str, ...]
+    test: tuple[str, ...]
+
+    @property
+    def held_out(self) -> tuple[str, ...]:
+        """Cases a model must never have learnt from: validation and test."""
+        return tuple(sorted({*self.val, *self.test}))
+
+
+def _unknown(names: Iterable[str], known: set[str], what: str) -> None:
+    missing = sorted(set(names) - known)
+    if missing:
+        raise DatasetError(f"{what} names case(s) {missing} that the dataset does not have; "
+                           f"known cases start {sorted(known)[:5]}")
+
+
+def plan_split(case_ids: Sequence[str], dataset_test_ids: Sequence[str] = (), *, val_fraction: float = 0.2,
+               seed: int = 0, val_cases: Sequence[str] | None = None,
+               test_cases: Sequence[str] | None = None) -> Split:
+    """The split of a job, from the dataset's cases and the job's config.
+
+    Test cases are the dataset's own test set (nnU-Net's ``imagesTs``/``labelsTs``) plus the
+    config's ``test_cases``; they are never trained on nor used for selection. Validation cases
+    are the config's ``val_cases`` when given, else a seeded ``val_fraction`` of the rest
+    (``val_fraction=0``: none, every remaining case trains).
+    """
+    everything = set(case_ids) | set(dataset_test_ids)
+    _unknown(test_cases or (), everything, "test_cases")
+    test = sorted(set(dataset_test_ids) | set(test_cases or ()))
+    pool = sorted(set(case_ids) - set(test))
+    if val_cases is not None:
+        _unknown(val_cases, everything, "val_cases")
+        overlap = sorted(set(val_cases) & set(test))
+        if overlap:
+            raise DatasetError(f"case(s) {overlap} are both validation and test cases; a case has one role")
+        val = sorted(set(val_cases))
+        train = sorted(set(pool) - set(val))
+    elif val_fraction > 0:
+        train, val = split_cases(pool, val_fraction, seed)
+    else:
+        train, val = pool, []
+    if not train:
+        raise DatasetError("no case is left to train on after taking validation and test cases out")
+    return Split(tuple(train), tuple(val), tuple(test))
+
+
+def leaked_cases(search_cases: Iterable[str], split: Split) -> list[str]:
+    """Validation or test cases of ``split`` that a search saw while choosing its architecture."""
+    return sorted(set(search_cases) & set(split.held_out))
+
+
+def leak_message(leaked: Sequence[str], who: str = "the search") -> str:
+    shown = ", ".join(leaked[:10]) + (f" and {len(leaked) - 10} more" if len(leaked) > 10 else "")
+    return (f"{len(leaked)} validation/test case(s) of this retrain helped {who} choose the architecture "
+            f"({shown}); scores on them would be optimistic. Retrain with the search's seed and "
+            f"val_fraction, or set val_cases/test_cases to cases the search did not use")

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from api import queue
 from nas_core.models import default_genotype
 from store.history import save_genotype
-from store.models import Job
+from store.models import Dataset, Job
 
 SMALL = {"epochs": 2, "image_size": 32, "batch_size": 2, "channels": 8, "nodes": 2, "k": 2, "seed": 1}
 
@@ -246,3 +246,30 @@ def test_cancel(client, alice, ds, add_job) -> None:
         response = client.post(f"/v1/jobs/{finished}/cancel", headers=alice[1])
         assert response.status_code == 409
         assert f"already {status}" in response.json()["error"]["message"]
+
+
+def test_retrain_refuses_validation_cases_the_search_chose_with(client, alice, ds, factory, add_job) -> None:
+    from nas_core.data import open_dataset
+    from nas_core.data.splits import plan_split
+
+    search = add_job(alice[0], ds, status="succeeded")
+    _genotype(factory, alice[0], job_id=search)
+    with factory() as session:
+        dataset = session.get(Dataset, ds)
+        ids = [c.case_id for c in open_dataset(dataset.path).cases]
+    searched = plan_split(ids, val_fraction=0.2, seed=0).train  # the search's default split
+    unseen = sorted(set(ids) - set(searched))
+
+    response = _retrain(client, alice[1], ds, {"search_job_id": search}, val_cases=[searched[0]])
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "data_leak" and error["details"]["cases"] == [searched[0]]
+    assert searched[0] in error["message"] and "val_cases" in error["message"]
+    # the same leak through the genotype's id, and through a test case
+    gen = _genotype(factory, alice[0], job_id=search)
+    assert _retrain(client, alice[1], ds, {"genotype_id": gen}, val_cases=unseen,
+                    test_cases=[searched[-1]]).json()["error"]["code"] == "data_leak"
+    # cases the search never saw are accepted
+    response = _retrain(client, alice[1], ds, {"search_job_id": search}, val_cases=unseen)
+    assert response.status_code == 202, response.text
+    assert response.json()["config"]["val_cases"] == unseen

@@ -45,11 +45,11 @@ if kind == "search":
     cfg = SearchConfig(epochs=1, warmup_epochs=0, image_size=size, batch_size=batch, channels=8, k=2, depth=3,
                        steps_per_epoch=2, val_fraction=0)
     spec = None
-    prepared = prepare_search_data(data, size, 0, 0.0)
+    prepared = prepare_search_data(data, cfg)
 else:
     cfg = RetrainConfig(epochs=1, image_size=size, batch_size=batch, steps_per_epoch=2, val_fraction=0.25)
     spec = {"baseline": arch} if arch != "genotype" else {"genotype": default_genotype().to_dict()}
-    prepared = prepare_retrain_data(data, size, 0, 0.25)
+    prepared = prepare_retrain_data(data, cfg)
 
 def vm(key):
     for line in open("/proc/self/status"):

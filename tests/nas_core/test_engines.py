@@ -189,12 +189,12 @@ def test_checkpoint_write_is_atomic(tmp_path):
 def test_search_never_sees_the_retrain_validation_cases(phantom):
     from nas_core.pipeline import prepare_retrain_data, prepare_search_data
 
-    search = prepare_search_data(phantom, 32, seed=5, val_fraction=0.34)
-    retrain = prepare_retrain_data(phantom, 32, seed=5, val_fraction=0.34)
+    search = prepare_search_data(phantom, SearchConfig(image_size=32, seed=5, val_fraction=0.34))
+    retrain = prepare_retrain_data(phantom, RetrainConfig(image_size=32, seed=5, val_fraction=0.34))
     searched = set(search.train.case_ids) | set(search.arch.case_ids)
     assert searched == set(retrain.train.case_ids)
     assert searched.isdisjoint(retrain.val.case_ids)
-    everything = prepare_search_data(phantom, 32, seed=5, val_fraction=0.0)
+    everything = prepare_search_data(phantom, SearchConfig(image_size=32, seed=5, val_fraction=0.0))
     assert len(everything.train.case_ids) + len(everything.arch.case_ids) == 6
 
 

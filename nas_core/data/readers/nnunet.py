@@ -66,22 +66,22 @@ def _channel_names(dj: dict[str, Any], path: Path) -> tuple[str, ...]:
     return tuple(str(raw[k]) for k in sorted(raw, key=int))
 
 
-def _v2_cases(root: Path, dj: dict[str, Any], num_channels: int) -> list[Case]:
-    """Cases from file names: imagesTr/CASE_XXXX<ending>, labelsTr/CASE<ending>."""
+def _v2_cases(root: Path, dj: dict[str, Any], num_channels: int, part: str = "Tr") -> list[Case]:
+    """Cases from file names: images{part}/CASE_XXXX<ending>, labels{part}/CASE<ending>."""
     ending = dj.get("file_ending", ".nii.gz")
     pattern = re.compile(r"^(?P<case>.+)_(?P<ch>\d{4})" + re.escape(ending) + "$")
     ids = set()
-    for f in (root / "imagesTr").glob(f"*{ending}"):
+    for f in (root / f"images{part}").glob(f"*{ending}"):
         m = pattern.match(f.name)
         if m:
             ids.add(m["case"])
         else:
             log.warning("ignoring %s: not named CASE_XXXX%s", f, ending)
-    labels_dir = root / "labelsTr"
+    labels_dir = root / f"labels{part}"
     ids |= {f.name[: -len(ending)] for f in labels_dir.glob(f"*{ending}")} if labels_dir.is_dir() else set()
     cases = []
     for cid in sorted(ids):
-        images = tuple(root / "imagesTr" / f"{cid}_{c:04d}{ending}" for c in range(num_channels))
+        images = tuple(root / f"images{part}" / f"{cid}_{c:04d}{ending}" for c in range(num_channels))
         label = labels_dir / f"{cid}{ending}"
         cases.append(Case(cid, images, label if label.is_file() else None))
     return cases
@@ -124,6 +124,9 @@ class NnUNetReader(Reader):
             cases = _listed_cases(root, dj["dataset"], path)
         else:
             cases = _v2_cases(root, dj, len(channels))
+        # A labelled test set (imagesTs + labelsTs); unlabelled imagesTs are for inference only.
+        test = [c for c in _v2_cases(root, dj, len(channels), "Ts") if c.label_path is not None] \
+            if (root / "labelsTs").is_dir() else []
         return DatasetSpec(
             root=root,
             format=self.name,
@@ -134,6 +137,7 @@ class NnUNetReader(Reader):
             cases=tuple(cases),
             synthetic=bool(dj.get("synthetic", False)),
             is_3d=_is_3d(cases),
+            test_cases=tuple(test),
         )
 
 
