@@ -135,18 +135,32 @@ def edge_weights(alpha: torch.Tensor, beta: torch.Tensor, cell_type: CellType,
     return weights
 
 
+def edge_score(weights: dict[str, float]) -> tuple[float, str]:
+    """(score, strongest non-`none` op) of one edge, fair across op families of any size.
+
+    The score is the strongest op's weight over the mean weight of the family's non-`none`
+    ops (the edge's beta factor kept). Ranking by the raw weight, as PC-DARTS does, lets a
+    small family win by default: UP edges (5 ops) start at 1/5 against 1/7 for node edges,
+    so with uniform alphas and betas every UP node kept `in_1`. Here every edge of uniform
+    alphas scores its beta weight alone, and any lead on any edge wins.
+    """
+    candidates = {n: w for n, w in weights.items() if n != "none"}
+    best_op = max(candidates, key=lambda n: candidates[n])
+    mean = sum(candidates.values()) / len(candidates)
+    return (candidates[best_op] / mean if mean > 0 else 0.0) * sum(weights.values()), best_op
+
+
 def derive_cell(alpha: torch.Tensor, beta: torch.Tensor, cell_type: CellType, nodes: int) -> list[Entry]:
-    """PC-DARTS rule: per node keep the top-2 incoming edges by their strongest non-`none`
-    op weight, and on each the argmax non-`none` op; entries sorted by source."""
+    """PC-DARTS rule with a family-fair ranking: per node keep the top-2 incoming edges by
+    ``edge_score``, and on each the argmax non-`none` op; entries sorted by source."""
     edges = cell_edges(cell_type, nodes)
     weights = edge_weights(alpha, beta, cell_type, nodes)
     entries: list[Entry] = []
     for node in range(nodes):
         scored = []
         for e in (e for e in edges if e.node == node):
-            best_op, best_w = max(((n, w) for n, w in weights[e.index].items() if n != "none"),
-                                  key=lambda item: item[1])
-            scored.append((best_w, e.src, best_op))
+            score, best_op = edge_score(weights[e.index])
+            scored.append((score, e.src, best_op))
         kept = sorted(scored, key=lambda s: (-s[0], s[1]))[:EDGES_PER_NODE]
         entries.extend((op, src) for _, src, op in sorted(kept, key=lambda s: s[1]))
     return entries

@@ -215,3 +215,39 @@ def test_edge_scale_folded_into_mixed_op_equals_scaling_its_output(family, k):
     weights = torch.softmax(torch.randn(len(op_names(family))), 0)
     scale = torch.tensor(0.37)
     torch.testing.assert_close(mixed(x, weights, scale), scale * mixed(x, weights))
+
+
+@pytest.mark.parametrize("cell_type", list(CellType))
+def test_uniform_architecture_weights_prefer_no_op_family(cell_type):
+    from nas_core.genotype import edge_score
+
+    nodes = 3
+    edges = cell_edges(cell_type, nodes)
+    alpha = torch.zeros(len(edges), max(len(op_names(f)) for f in Family))
+    weights = edge_weights(alpha, torch.zeros(len(edges)), cell_type, nodes)
+    for node in range(nodes):
+        incoming = [e for e in edges if e.node == node]
+        scores = [edge_score(weights[e.index])[0] for e in incoming]
+        assert scores == pytest.approx([1 / len(incoming)] * len(incoming))  # the beta share alone
+        if node > 0 and cell_type is CellType.UP:  # families of 5 and 7 ops compete here
+            assert len({len(op_names(e.family)) for e in incoming}) == 2
+
+
+@pytest.mark.parametrize("cell_type", list(CellType))
+def test_a_small_lead_on_any_edge_wins_its_node(cell_type):
+    nodes = 3
+    edges = cell_edges(cell_type, nodes)
+    width = max(len(op_names(f)) for f in Family)
+    for planted in (e for e in edges if e.node > 0):  # nodes with more than two incoming edges
+        alpha = torch.zeros(len(edges), width)
+        rivals = [e for e in edges if e.node == planted.node and e is not planted]
+        for r in rivals[1:]:  # all rivals but one trail slightly, so exactly one place is contested
+            alpha[r.index, : len(op_names(r.family))] = 0.0
+            alpha[r.index, op_names(r.family).index("none")] = 0.05
+        alpha[planted.index, op_names(planted.family).index("skip")] = 0.1
+        cells = {t: torch.zeros(len(cell_edges(t, nodes)), width) for t in CellType}
+        cells[cell_type] = alpha
+        betas = {t: torch.zeros(len(cell_edges(t, nodes))) for t in CellType}
+        g = derive(cells, betas, channels=16, depth=4, nodes=nodes)
+        kept = g.cell(cell_type)[2 * planted.node : 2 * planted.node + 2]
+        assert ("skip", planted.src) in kept, (planted, kept)
