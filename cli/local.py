@@ -95,6 +95,8 @@ def search(
     k: Annotated[int | None, typer.Option("--k", help="partial-channel factor K")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     early_stop_patience: Annotated[int | None, typer.Option("--early-stop-patience")] = None,
+    eval_every: Annotated[int | None, typer.Option(
+        "--eval-every", help="score the architecture half every N epochs (and at the end)")] = None,
     steps_per_epoch: Annotated[int | None, typer.Option("--steps-per-epoch")] = None,
     device: Annotated[str | None, typer.Option()] = None,
     time_budget_minutes: BudgetOpt = None,
@@ -110,7 +112,7 @@ def search(
     config = _search_config(epochs=epochs, warmup_epochs=warmup_epochs, image_size=image_size,
                             batch_size=batch_size, channels=channels, nodes=nodes, depth=depth, k=k, seed=seed,
                             early_stop_patience=early_stop_patience, steps_per_epoch=steps_per_epoch,
-                            device=device, time_budget_minutes=time_budget_minutes,
+                            device=device, time_budget_minutes=time_budget_minutes, eval_every=eval_every,
                             val_cases=_cases(val_cases), test_cases=_cases(test_cases))
     _require_dir(data)
     with ProgressBar("search", quiet=as_json) as bar:

@@ -60,6 +60,8 @@ def _common_rules(c: Any) -> dict[str, tuple[bool, str]]:
                             f"must be >= 1 or null, got {c.steps_per_epoch}"),
         "time_budget_minutes": (c.time_budget_minutes is None or 0 < c.time_budget_minutes <= MAX_BUDGET_MINUTES,
                                 f"must be in (0, {MAX_BUDGET_MINUTES}] minutes or null, got {c.time_budget_minutes}"),
+        "foreground_oversampling": (0 <= c.foreground_oversampling <= 1,
+                                    f"must be in [0, 1], got {c.foreground_oversampling}"),
         "val_cases": (_case_list_ok(c.val_cases), "must be a list of distinct, non-empty case ids or null"),
         "test_cases": (_case_list_ok(c.test_cases), "must be a list of distinct, non-empty case ids or null"),
     }
@@ -92,6 +94,8 @@ class SearchConfig(_Config):
     arch_betas: tuple[float, float] = (0.5, 0.999)
     arch_weight_decay: float = 1e-3
     early_stop_patience: int | None = None
+    # Score the architecture half every N epochs (and at the end); the genotype is recorded every epoch.
+    eval_every: int = 1
     val_fraction: float = 0.2
     deep_supervision: bool = False
     steps_per_epoch: int | None = None
@@ -99,6 +103,8 @@ class SearchConfig(_Config):
     amp: bool = True
     num_workers: int = 0
     cpu_threads: int = 1
+    # Share of each training batch drawn from slices that show foreground (nnU-Net: a third).
+    foreground_oversampling: float = 0.33
     # Stop at this wall-clock budget (training and validation, over resumes); the learning-rate
     # schedule is laid over whichever of epochs and budget ends first.
     time_budget_minutes: float | None = None
@@ -126,6 +132,7 @@ class SearchConfig(_Config):
             "arch_lr": (0 <= self.arch_lr < 1, f"must be in [0, 1), got {self.arch_lr}"),
             "grad_clip": (self.grad_clip > 0, f"must be > 0, got {self.grad_clip}"),
             "val_fraction": (0 <= self.val_fraction < 1, f"must be in [0, 1), got {self.val_fraction}"),
+            "eval_every": (1 <= self.eval_every <= 10_000, f"must be between 1 and 10000, got {self.eval_every}"),
             "early_stop_patience": (self.early_stop_patience is None or self.early_stop_patience >= 1,
                                     f"must be >= 1 or null, got {self.early_stop_patience}"),
         })
@@ -153,6 +160,8 @@ class RetrainConfig(_Config):
     amp: bool = True
     num_workers: int = 0
     cpu_threads: int = 1
+    # Share of each training batch drawn from slices that show foreground (nnU-Net: a third).
+    foreground_oversampling: float = 0.33
     # Stop at this wall-clock budget (training and validation, over resumes); the learning-rate
     # schedule is laid over whichever of epochs and budget ends first.
     time_budget_minutes: float | None = None

@@ -24,13 +24,18 @@ class BatchStream:
 
     Shuffling and augmentation come from `generator`, so an epoch's batches depend only on
     (seed, epoch). Slices live in memory (SliceDataset caches them), so workers are optional.
+    ``foreground``: the share of each batch drawn from slices that show foreground (nnU-Net
+    forces a third), so thin or small structures do not starve among empty slices.
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, device: torch.device, generator: torch.Generator,
-                 augment: Augmenter | None = None, num_workers: int = 0, limit: int | None = None) -> None:
+                 augment: Augmenter | None = None, num_workers: int = 0, limit: int | None = None,
+                 foreground: float = 0.0) -> None:
         n = len(dataset)  # type: ignore[arg-type]
         order = list(batches(n, min(batch_size, n), generator, drop_last=True))
-        self.batches = order[:limit] if limit else order
+        order = order[:limit] if limit else order
+        pool = getattr(dataset, "foreground_slices", None)
+        self.batches = oversample(order, pool() if pool else [], foreground, generator)
         self.loader = DataLoader(dataset, batch_sampler=self.batches, num_workers=num_workers,
                                  pin_memory=device.type == "cuda", persistent_workers=False)
         self.device, self.augment, self.generator = device, augment, generator
@@ -56,6 +61,20 @@ class BatchStream:
             labels = labels.to(self.device, non_blocking=nb).long()
             self.wait_s += time.perf_counter() - t0
             yield images, labels
+
+
+def oversample(order: list[list[int]], pool: list[int], share: float,
+               generator: torch.Generator) -> list[list[int]]:
+    """Each batch with its last ``ceil(share * size)`` places drawn from ``pool`` (foreground
+    slices), as nnU-Net does; unchanged when the share is 0 or the pool is empty."""
+    if share <= 0 or not pool:
+        return order
+    out = []
+    for batch in order:
+        forced = min(len(batch), math.ceil(share * len(batch)))
+        draws = torch.randint(len(pool), (forced,), generator=generator).tolist()
+        out.append(batch[: len(batch) - forced] + [pool[i] for i in draws])
+    return out
 
 
 def checked(loss: torch.Tensor, epoch: int, step: int, hint: str) -> float:

@@ -114,7 +114,8 @@ class _Retrain:
         cfg = self.config
         self.model.train()
         stream = BatchStream(self.data.train, cfg.batch_size, self.device, epoch_generator(cfg.seed, epoch),
-                             augment=self.augment, num_workers=cfg.num_workers, limit=cfg.steps_per_epoch)
+                             augment=self.augment, num_workers=cfg.num_workers, limit=cfg.steps_per_epoch,
+                             foreground=cfg.foreground_oversampling)
         total, steps, t0 = 0.0, len(stream), time.perf_counter()
         lr = None
         done = 0
@@ -183,6 +184,10 @@ class _Retrain:
         return self.summary(scores)
 
     def finish(self) -> RetrainResult:
+        if self.clock.out_of_time():  # record the whole budget as spent, so a resume does not train on
+            last = load_checkpoint(self.out_dir / LAST)
+            last["schedulers"]["clock"]["spent_s"] = self.clock.spent_s
+            save_checkpoint(last, self.out_dir / LAST)
         final = self.out_dir / FINAL
         shutil.copyfile(self.out_dir / LAST, self.out_dir / f".{FINAL}.tmp")
         (self.out_dir / f".{FINAL}.tmp").replace(final)

@@ -110,9 +110,10 @@ class _Search:
         cfg = self.config
         self.model.train()
         w_stream = BatchStream(self.data.train, cfg.batch_size, self.device, epoch_generator(cfg.seed, epoch, 0),
-                               num_workers=cfg.num_workers, limit=cfg.steps_per_epoch)
+                               num_workers=cfg.num_workers, limit=cfg.steps_per_epoch,
+                               foreground=cfg.foreground_oversampling)
         a_stream = BatchStream(self.data.arch, cfg.batch_size, self.device, epoch_generator(cfg.seed, epoch, 1),
-                               num_workers=cfg.num_workers)
+                               num_workers=cfg.num_workers, foreground=cfg.foreground_oversampling)
         warmup = cfg.warmup_epochs / cfg.epochs
         arch_on = cfg.arch_lr > 0 and self.clock.progress(epoch) >= warmup
         a_iter = iter(a_stream) if arch_on else None
@@ -163,11 +164,15 @@ class _Search:
                 if self.clock.out_of_time():
                     break
                 train = self.train_epoch(epoch, run_t0)
-                scores = evaluate(self.model, self.data.arch, self.device, self.data.num_classes, self.amp)
+                last = epoch + 1 == cfg.epochs or self.clock.out_of_time()
+                dsc = None  # the architecture half is scored every eval_every epochs and at the end
+                if (epoch + 1) % cfg.eval_every == 0 or last:
+                    dsc = mean_dsc(evaluate(self.model, self.data.arch, self.device, self.data.num_classes,
+                                            self.amp))
                 genotype = self.model.genotype()
                 record = EpochRecord(
                     "search", epoch, cfg.epochs,
-                    metrics={"train": train, "arch": {"dsc": mean_dsc(scores)}},
+                    metrics={"train": train, "arch": {"dsc": dsc}},
                     elapsed_s=time.perf_counter() - run_t0,
                     eta_s=(time.perf_counter() - run_t0) / (epoch + 1 - self.start_epoch) * (cfg.epochs - epoch - 1),
                     arch=self.model.arch_state(), genotype=genotype.to_dict(),
@@ -178,6 +183,8 @@ class _Search:
                 if self.genotype_is_stable(epoch):
                     stopped_early = True
                     break
+            if self.clock.out_of_time() and self.history:  # the whole budget spent: a resume does not go on
+                self.persist(len(self.history), Genotype.from_dict(self.history[-1]["genotype"]))
         finally:
             free_device_memory(self.device)
         genotype = Genotype.from_dict(self.history[-1]["genotype"]) if self.history else self.model.genotype()
@@ -185,7 +192,8 @@ class _Search:
         summary = {"genotype": genotype.to_dict(), "epochs_run": len(self.history), "stopped_early": stopped_early,
                    "stopped_by": ("genotype_stable" if stopped_early else
                                   "time_budget" if self.clock.out_of_time() else "epochs"),
-                   "final_arch_dsc": self.history[-1]["metrics"]["arch"]["dsc"] if self.history else None,
+                   "final_arch_dsc": next((h["metrics"]["arch"]["dsc"] for h in reversed(self.history)
+                                           if h["metrics"]["arch"]["dsc"] is not None), None),
                    "seconds": self.clock.spent_s, "dataset": described,
                    "search_cases": sorted({*described["train_cases"], *described["held_out_cases"]})}
         (self.out_dir / SUMMARY).write_text(json.dumps(summary, indent=2))

@@ -141,6 +141,10 @@ class SliceDataset(Dataset):
         """Change the augmentation draws (deterministically) for a new epoch."""
         self.epoch = epoch
 
+    def foreground_slices(self) -> list[int]:
+        """Indices of slices whose label shows any foreground class."""
+        return torch.nonzero(self.labels.flatten(1).amax(1) > 0).flatten().tolist()
+
     def slices_of(self, case_index: int) -> list[int]:
         """Dataset indices of every slice of one case, in order (for per-volume Dice)."""
         return list(self._ranges[case_index])

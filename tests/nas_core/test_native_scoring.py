@@ -196,3 +196,35 @@ def test_a_retrain_stops_at_its_budget_with_an_annealed_rate(tmp_path) -> None:
     again = run_retrain(data, {"baseline": "unet"}, config, tmp_path / "out", resume=True)
     assert again.metrics["epochs_run"] == metrics["epochs_run"]
     assert math.isfinite(again.metrics["elapsed_seconds"])
+
+
+def test_foreground_oversampling_fills_its_share_of_every_batch(tmp_path) -> None:
+    from nas_core.loop import BatchStream
+
+    data = make_phantom_dataset(tmp_path / "phantom", num_cases=4, image_size=16, depth=12, num_classes=2, seed=0)
+    spec = open_dataset(data)
+    ds = SliceDataset(spec, [c.case_id for c in spec.cases], 16, Normalisation("zscore"))
+    foreground = set(ds.foreground_slices())
+    assert 0 < len(foreground) < len(ds)  # the phantom has empty slices
+    natural = len(foreground) / len(ds)
+    seen = {0.0: [], 0.5: []}
+    for share in seen:
+        for epoch in range(20):
+            stream = BatchStream(ds, 4, torch.device("cpu"), torch.Generator().manual_seed(epoch), foreground=share)
+            for batch in stream.batches:
+                seen[share].append(sum(i in foreground for i in batch) / len(batch))
+                if share:
+                    assert all(i in foreground for i in batch[2:])  # the last half is forced
+    assert np.mean(seen[0.0]) == pytest.approx(natural, abs=0.1)
+    assert np.mean(seen[0.5]) >= 0.5 + 0.5 * natural - 0.1
+
+
+def test_the_search_scores_its_architecture_half_every_n_epochs(tmp_path) -> None:
+    data = make_phantom_dataset(tmp_path / "phantom", num_cases=4, image_size=16, depth=1, num_classes=2, seed=0)
+    config = SearchConfig(epochs=3, warmup_epochs=1, image_size=16, batch_size=2, channels=8, k=2, depth=2,
+                          steps_per_epoch=1, device="cpu", eval_every=2, val_fraction=0)
+    result = run_search(data, config, tmp_path / "search")
+    scored = [h["metrics"]["arch"]["dsc"] is not None for h in result.history]
+    assert scored == [False, True, True]  # epoch 2, then the last
+    assert all(h["genotype"] for h in result.history)  # the genotype is still recorded every epoch
+    assert result.summary["final_arch_dsc"] == result.history[-1]["metrics"]["arch"]["dsc"]
