@@ -43,7 +43,8 @@ class _Config:
 
 
 SEED_MAX = 2**32 - 1
-DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:[0-9]{1,3})?)$")  # at most cuda:999
+MAX_STEPS_PER_EPOCH = 1_000_000
 MAX_BUDGET_MINUTES = 7 * 24 * 60
 
 
@@ -56,8 +57,8 @@ def _common_rules(c: Any) -> dict[str, tuple[bool, str]]:
         "device": (bool(DEVICE_PATTERN.match(c.device)), f"must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {c.device!r}"),
         "num_workers": (0 <= c.num_workers <= 64, f"must be between 0 and 64, got {c.num_workers}"),
         "cpu_threads": (1 <= c.cpu_threads <= 256, f"must be between 1 and 256, got {c.cpu_threads}"),
-        "steps_per_epoch": (c.steps_per_epoch is None or c.steps_per_epoch >= 1,
-                            f"must be >= 1 or null, got {c.steps_per_epoch}"),
+        "steps_per_epoch": (c.steps_per_epoch is None or 1 <= c.steps_per_epoch <= MAX_STEPS_PER_EPOCH,
+                            f"must be between 1 and {MAX_STEPS_PER_EPOCH} or null, got {c.steps_per_epoch}"),
         "time_budget_minutes": (c.time_budget_minutes is None or 0 < c.time_budget_minutes <= MAX_BUDGET_MINUTES,
                                 f"must be in (0, {MAX_BUDGET_MINUTES}] minutes or null, got {c.time_budget_minutes}"),
         "foreground_oversampling": (0 <= c.foreground_oversampling <= 1,
@@ -115,7 +116,9 @@ class SearchConfig(_Config):
     def __post_init__(self) -> None:
         self._check({
             **_common_rules(self),
-            "warmup_epochs": (0 <= self.warmup_epochs, f"must be >= 0, got {self.warmup_epochs}"),
+            # May reach epochs (a search that only trains weights), never far beyond the epoch range.
+            "warmup_epochs": (0 <= self.warmup_epochs <= 10_000,
+                              f"must be between 0 and 10000, got {self.warmup_epochs}"),
             "channels": (4 <= self.channels <= 256, f"must be between 4 and 256, got {self.channels}"),
             "nodes": (1 <= self.nodes <= 6, f"must be between 1 and 6, got {self.nodes}"),
             "depth": (1 <= self.depth <= 6, f"must be between 1 and 6, got {self.depth}"),
@@ -130,11 +133,11 @@ class SearchConfig(_Config):
             "arch_betas": (len(self.arch_betas) == 2 and all(0 <= b < 1 for b in self.arch_betas),
                            f"must be two numbers in [0, 1), got {list(self.arch_betas)}"),
             "arch_lr": (0 <= self.arch_lr < 1, f"must be in [0, 1), got {self.arch_lr}"),
-            "grad_clip": (self.grad_clip > 0, f"must be > 0, got {self.grad_clip}"),
+            "grad_clip": (0 < self.grad_clip <= 1e6, f"must be in (0, 1e6], got {self.grad_clip}"),
             "val_fraction": (0 <= self.val_fraction < 1, f"must be in [0, 1), got {self.val_fraction}"),
             "eval_every": (1 <= self.eval_every <= 10_000, f"must be between 1 and 10000, got {self.eval_every}"),
-            "early_stop_patience": (self.early_stop_patience is None or self.early_stop_patience >= 1,
-                                    f"must be >= 1 or null, got {self.early_stop_patience}"),
+            "early_stop_patience": (self.early_stop_patience is None or 1 <= self.early_stop_patience <= 10_000,
+                                    f"must be between 1 and 10000 or null, got {self.early_stop_patience}"),
         })
 
 

@@ -37,7 +37,7 @@ REGISTER_BODY: dict[str, Any] = {
 async def _json_body(request: Request) -> DatasetRegister:
     try:
         data = await request.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
         raise Unprocessable("request body is not valid JSON", code="validation_error",
                             details={"fields": {"body": "not valid JSON"}}) from None
     try:
@@ -58,9 +58,9 @@ async def register_dataset(
     request: Request, response: Response, user: CurrentUser, session: SessionDep, state: StateDep
 ) -> DatasetDetail:
     """Every file is verified first; a dataset with any problem is refused (422) with the report."""
-    content_type = request.headers.get("content-type", "").lower()
+    media_type = request.headers.get("content-type", "").lower().split(";", 1)[0].strip()  # exact, not a prefix
     settings = state.settings
-    if content_type.startswith("multipart/form-data"):
+    if media_type == "multipart/form-data":
         work = await run_in_threadpool(new_upload_folder, settings)
         try:
             upload = await receive_upload(request, settings.max_upload_bytes, work)
@@ -69,7 +69,7 @@ async def register_dataset(
             )
         finally:
             await run_in_threadpool(shutil.rmtree, work, True)
-    elif content_type.startswith("application/json"):
+    elif media_type == "application/json":
         body = await _json_body(request)
         dataset = await run_in_threadpool(
             register_path, session, settings, user.id, body.name, body.path, body.format

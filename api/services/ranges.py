@@ -7,12 +7,14 @@ to serve with 206; a malformed or unsatisfiable bytes range is refused with 416.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 from api.errors import RangeNotSatisfiable
 
 CHUNK = 256 * 1024
+ASCII_DIGITS = re.compile(r"[0-9]+")
 
 
 def _unsatisfiable(header: str, size: int) -> RangeNotSatisfiable:
@@ -35,7 +37,9 @@ def parse_range(header: str | None, size: int, if_range: str | None = None, etag
         return None  # several ranges: served whole (allowed by RFC 9110)
     first, dash, last = spec.strip().partition("-")
     first, last = first.strip(), last.strip()
-    if not dash or not (first or last) or (first and not first.isdigit()) or (last and not last.isdigit()):
+    # ASCII digits only: str.isdigit() accepts superscripts such as '\xb2', which int() refuses
+    if not dash or not (first or last) or (first and not ASCII_DIGITS.fullmatch(first)) or (
+            last and not ASCII_DIGITS.fullmatch(last)):
         raise _unsatisfiable(header, size)
     if not first:  # suffix: the last N bytes
         length = int(last)

@@ -98,3 +98,10 @@ def test_parse_range_edges() -> None:
     assert parse_range("bytes=-20", 10) == (0, 10)
     with pytest.raises(RangeNotSatisfiable):
         parse_range("bytes=0-", 0)
+
+
+@pytest.mark.parametrize("header", [b"bytes=\xb2-", b"bytes=-\xb2", b"bytes=0-\xb9", b"bytes=\xd9\xa3-"])
+def test_non_ascii_digits_in_a_range_are_416_not_500(client, alice, job, header) -> None:
+    response = client.get(f"/v1/jobs/{job}/artifacts/final.pt", headers={**alice[1], "Range": header})
+    assert response.status_code == 416, response.text
+    assert response.json()["error"]["code"] == "range_not_satisfiable"

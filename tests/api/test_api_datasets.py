@@ -105,3 +105,18 @@ def test_list_is_paginated(client, alice, add_dataset) -> None:
             break
     assert len(seen) == 5 and set(seen) == ids
     assert "report" not in page["items"][0]
+
+
+@pytest.mark.parametrize("route", ["/v1/datasets", "/v1/searches"])
+def test_deeply_nested_json_is_a_client_error_on_every_route(client, alice, route) -> None:
+    body = b"[" * 100_000 + b"]" * 100_000
+    response = client.post(route, content=body, headers={**alice[1], "Content-Type": "application/json"})
+    assert 400 <= response.status_code < 500, response.text
+    assert "error" in response.json()
+
+
+@pytest.mark.parametrize("media_type", ["application/jsonx", "application/json-patch", "multipart/form-dataz"])
+def test_media_types_are_matched_exactly(client, alice, data_root, media_type) -> None:
+    body = b'{"name": "p", "path": "phantom"}'
+    response = client.post("/v1/datasets", content=body, headers={**alice[1], "Content-Type": media_type})
+    assert response.status_code == 415, response.text

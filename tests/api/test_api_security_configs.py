@@ -198,3 +198,22 @@ def test_numbers_beyond_the_database_columns_are_4xx(client, alice, ds, add_job)
         response = client.get(f"/v1/jobs/{job}/alphas?{query}", headers=alice[1])
         assert response.status_code == status, (query, response.text)
     assert client.get(f"/v1/jobs/{job}/alphas?after_epoch={2**31 - 1}", headers=alice[1]).json()["items"] == []
+
+
+@pytest.mark.parametrize(
+    ("config", "fields"),
+    [
+        ({"warmup_epochs": 10**30}, {"config.warmup_epochs"}),
+        ({"steps_per_epoch": 10**30}, {"config.steps_per_epoch"}),
+        ({"early_stop_patience": 10**30}, {"config.early_stop_patience"}),
+        ({"grad_clip": 1e308}, {"config.grad_clip"}),
+        ({"device": "cuda:99999999999999999999"}, {"config.device"}),
+        ({"time_budget_minutes": 0.0, "eval_every": 0}, {"config.time_budget_minutes", "config.eval_every"}),
+        ({"val_cases": ["a", "a"], "foreground_oversampling": 1.5},
+         {"config.val_cases", "config.foreground_oversampling"}),
+    ],
+)
+def test_search_config_fields_have_upper_bounds(client, alice, ds, no_queue, config, fields) -> None:
+    response = client.post("/v1/searches", json={"dataset_id": ds, "config": config}, headers=alice[1])
+    assert set(_fields(response)) == fields
+    assert no_queue == []
