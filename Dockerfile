@@ -35,6 +35,7 @@ COPY store ./store
 COPY worker ./worker
 COPY api ./api
 COPY cli ./cli
+COPY client ./client
 # Editable, so store.migrate finds migrations/ next to the packages in /app.
 RUN pip install --no-deps -e . \
     && useradd --create-home --uid 10001 thrifty \

@@ -13,6 +13,25 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"thrifty-nas {version('thrifty-nas')}")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            typer.echo("thrifty-nas (not installed)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    show_version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="print the version and exit"),
+) -> None:
+    """Thrifty NAS: search tiny, accurate medical-image segmentation networks (PC-DARTS)."""
 local.register(app)
 service.register(app)
 demo.register(app)

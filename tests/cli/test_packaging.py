@@ -1,0 +1,33 @@
+"""What ships: the image holds every package the project declares; the version and licence are there."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_image_copies_every_declared_package() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    declared = {p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]}
+    copied = set(re.findall(r"^COPY\s+(\S+)\s+\./\1\s*$", (ROOT / "Dockerfile").read_text(), re.MULTILINE))
+    assert declared - copied == set(), f"the Dockerfile does not COPY {sorted(declared - copied)}"
+    for package in declared:  # and each is a real package folder
+        assert (ROOT / package / "__init__.py").is_file(), package
+
+
+def test_licence_file_matches_the_declared_licence() -> None:
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["license"]
+    assert (ROOT / "LICENSE").read_text().startswith(f"{declared} License")
+
+
+def test_version_flag() -> None:
+    from cli.main import app
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.startswith("thrifty-nas ")
+    assert re.search(r"\d+\.\d+\.\d+|not installed", result.output)
