@@ -196,9 +196,12 @@ class UNetPlusPlus(_Baseline):
         return [head(t) for head, t in zip(self.heads, tops, strict=True)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, C_in, H, W] -> [B, num_classes, H, W]`` logits (mean over heads if several)."""
+        """``[B, C_in, H, W] -> [B, num_classes, H, W]`` logits; with several heads, their list
+        (shallow to deep) in training, for a loss on each, and their mean in eval."""
         heads = self.forward_heads(x)
-        return heads[0] if len(heads) == 1 else torch.stack(heads).mean(dim=0)
+        if len(heads) == 1:
+            return heads[0]
+        return heads if self.training else torch.stack(heads).mean(dim=0)  # type: ignore[return-value]
 
 
 BASELINES: dict[str, type[_Baseline]] = {"unet": UNet, "unetpp": UNetPlusPlus}

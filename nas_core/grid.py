@@ -43,7 +43,8 @@ class GridNetwork(nn.Module):
         num_classes: output logits channels (background included).
         channels: C, the width of every cell.
         depth: L, number of DN cells (downsamplings).
-        deep_supervision: average the logits of heads on every top-row UP cell.
+        deep_supervision: heads on every top-row UP cell: in training, the list of their
+            logits (shallow to deep) for a weighted loss on each; in eval, their mean.
 
     forward(x [B, in_channels, H, W]) -> logits [B, num_classes, H, W]; H and W must be
     multiples of 2**depth (wrap in `PadToMultiple` for arbitrary sizes).
@@ -91,4 +92,4 @@ class GridNetwork(nn.Module):
         if not self.deep_supervision:
             return self.heads[0](grid[(depth, 0)])
         logits = [head(grid[(k, 0)]) for k, head in zip(range(1, depth + 1), self.heads, strict=True)]
-        return torch.stack(logits).mean(0)
+        return logits if self.training else torch.stack(logits).mean(0)  # type: ignore[return-value]

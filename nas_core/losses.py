@@ -7,6 +7,30 @@ import torch.nn.functional as F
 from torch import nn
 
 
+class DeepSupervisionLoss(nn.Module):
+    """A loss on every head of a deeply supervised network, as nnU-Net and UNet++ train.
+
+    ``outputs`` is one logits tensor (passed to ``base`` as is) or the list of heads ordered
+    shallow to deep; head ``i`` of ``n`` weighs ``2 ** (i - n + 1)`` (the deepest, the
+    network's output, weighs most; each shallower head half as much, as nnU-Net halves the
+    weight per level), the weights normalised to sum to 1.
+    """
+
+    def __init__(self, base: nn.Module) -> None:
+        super().__init__()
+        self.base = base
+
+    @staticmethod
+    def weights(n: int) -> list[float]:
+        raw = [2.0 ** (i - n + 1) for i in range(n)]
+        return [w / sum(raw) for w in raw]
+
+    def forward(self, outputs: torch.Tensor | list[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+        if isinstance(outputs, torch.Tensor):
+            return self.base(outputs, target)
+        return sum(w * self.base(o, target) for w, o in zip(self.weights(len(outputs)), outputs, strict=True))
+
+
 class DiceCELoss(nn.Module):
     """``ce_weight * CE + dice_weight * (1 - soft Dice)``, Dice over foreground classes only.
 

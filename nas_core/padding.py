@@ -72,6 +72,12 @@ class PadToMultiple(nn.Module):
         else:
             x = F.pad(x, flat, mode="constant", value=0.0)
         y = self.module(x)
+        if isinstance(y, list):  # deep supervision in training: one map per head
+            return [self._crop(t, x, pads, spatial) for t in y]  # type: ignore[return-value]
+        return self._crop(y, x, pads, spatial)
+
+    @staticmethod
+    def _crop(y: torch.Tensor, x: torch.Tensor, pads: list[tuple[int, int]], spatial: tuple[int, ...]) -> torch.Tensor:
         if tuple(y.shape[2:]) != tuple(x.shape[2:]):
             raise ValueError(
                 f"wrapped module changed the spatial size {tuple(x.shape[2:])} -> {tuple(y.shape[2:])}; "

@@ -24,7 +24,7 @@ from nas_core.checkpoint import check_resumable, load_checkpoint, save_checkpoin
 from nas_core.config import RetrainConfig
 from nas_core.data.splits import leak_message, leaked_cases
 from nas_core.loop import BatchStream, check_stop, checked, evaluate, mean_dsc
-from nas_core.losses import DiceCELoss
+from nas_core.losses import DeepSupervisionLoss, DiceCELoss
 from nas_core.metrics import summarise
 from nas_core.models import architecture_name, build_model, count_parameters
 from nas_core.pipeline import PreparedData, make_augmenter, prepare_retrain_data
@@ -77,7 +77,7 @@ class _Retrain:
         seed_everything(config.seed)
         self.model = build_model(self.architecture, data.in_channels, data.num_classes,
                                  deep_supervision=config.deep_supervision).to(self.device)
-        self.criterion = DiceCELoss(data.num_classes)
+        self.criterion = DeepSupervisionLoss(DiceCELoss(data.num_classes))
         self.opt = torch.optim.Adam(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.clock = RunClock(config.epochs, config.time_budget_minutes)
         self.steps_run = 0

@@ -26,7 +26,7 @@ from nas_core.checkpoint import check_resumable, load_checkpoint, save_checkpoin
 from nas_core.config import SearchConfig
 from nas_core.genotype import Genotype
 from nas_core.loop import BatchStream, check_stop, checked, evaluate, mean_dsc
-from nas_core.losses import DiceCELoss
+from nas_core.losses import DeepSupervisionLoss, DiceCELoss
 from nas_core.pipeline import PreparedData, prepare_search_data
 from nas_core.runtime import (
     autocast,
@@ -69,7 +69,7 @@ class _Search:
         self.model = SearchNetwork(data.in_channels, data.num_classes, channels=config.channels,
                                    depth=config.depth, nodes=config.nodes, k=config.k,
                                    deep_supervision=config.deep_supervision).to(self.device)
-        self.criterion = DiceCELoss(data.num_classes)
+        self.criterion = DeepSupervisionLoss(DiceCELoss(data.num_classes))
         self.w_opt = torch.optim.SGD(self.model.weights(), lr=config.w_lr, momentum=config.w_momentum,
                                      weight_decay=config.w_weight_decay)
         self.clock = RunClock(config.epochs, config.time_budget_minutes)

@@ -205,3 +205,35 @@ def test_loss_validation():
         loss_fn(torch.randn(1, 2, 4, 4), torch.zeros(1, 4, 5, dtype=torch.long))
     with pytest.raises(ValueError, match="int64"):
         loss_fn(torch.randn(1, 2, 4, 4), torch.zeros(1, 4, 4))
+
+
+def test_deep_supervision_loss_is_the_weighted_sum_over_heads():
+    from nas_core.losses import DeepSupervisionLoss, DiceCELoss
+
+    torch.manual_seed(0)
+    heads = [torch.randn(2, 3, 8, 8) for _ in range(4)]
+    target = torch.randint(0, 3, (2, 8, 8))
+    base = DiceCELoss(3)
+    by_hand = (1 / 8 * base(heads[0], target) + 1 / 4 * base(heads[1], target)
+               + 1 / 2 * base(heads[2], target) + 1 * base(heads[3], target)) / (1 / 8 + 1 / 4 + 1 / 2 + 1)
+    loss = DeepSupervisionLoss(base)
+    assert loss(heads, target) == pytest.approx(float(by_hand), rel=1e-6)
+    assert loss(heads[3], target) == pytest.approx(float(base(heads[3], target)))  # one tensor: as is
+    assert DeepSupervisionLoss.weights(2) == pytest.approx([1 / 3, 2 / 3])
+
+
+@pytest.mark.parametrize("spec", [{"baseline": "unetpp"}, {"genotype": "default"}])
+def test_deeply_supervised_models_give_every_head_in_training_and_their_mean_in_eval(spec):
+    from nas_core.models import build_model, default_genotype
+
+    if spec.get("genotype") == "default":
+        spec = {"genotype": {**default_genotype().to_dict(), "C": 8}}
+    model = build_model(spec, 1, 3, deep_supervision=True)
+    x = torch.randn(1, 1, 37, 45)  # padded inside, cropped back for every head
+    model.train()
+    heads = model(x)
+    assert isinstance(heads, list) and len(heads) == 4 and all(h.shape == (1, 3, 37, 45) for h in heads)
+    model.eval()
+    with torch.no_grad():
+        out = model(x)
+    assert isinstance(out, torch.Tensor) and out.shape == (1, 3, 37, 45)
