@@ -142,6 +142,7 @@ def retrain(
     image_size: Annotated[int | None, typer.Option("--image-size")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
     lr: Annotated[float | None, typer.Option()] = None,
+    optimizer: Annotated[str | None, typer.Option("--optimizer", help="adam, adamw or sgd")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     val_fraction: Annotated[float | None, typer.Option("--val-fraction")] = None,
     steps_per_epoch: Annotated[int | None, typer.Option("--steps-per-epoch")] = None,
@@ -167,7 +168,7 @@ def retrain(
     if channels is not None and genotype is None:
         raise ValueError("--channels applies to a genotype (--genotype), not to a baseline")
     spec = {"genotype": Genotype.load(genotype).to_dict()} if genotype else {"baseline": arch}
-    options = dict(epochs=epochs, image_size=image_size, batch_size=batch_size, lr=lr, seed=seed,
+    options = dict(epochs=epochs, image_size=image_size, batch_size=batch_size, lr=lr, seed=seed, optimizer=optimizer,
                    val_fraction=val_fraction, steps_per_epoch=steps_per_epoch, device=device, channels=channels,
                    time_budget_minutes=time_budget_minutes, val_cases=_cases(val_cases),
                    test_cases=_cases(test_cases))
@@ -229,6 +230,7 @@ def predict(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", help="a retrain checkpoint or bundle")],
     input_path: Annotated[Path, typer.Option("--input", help="an image file or a folder of them")],
     output: Annotated[Path, typer.Option("--output", help="folder for the predicted masks")],
+    tta: Annotated[bool, typer.Option("--tta", help="average the logits over the four mirrorings")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Segment images; masks are written in the input's format and geometry."""
@@ -236,7 +238,7 @@ def predict(
 
     if not input_path.exists():
         raise FileNotFoundError(f"--input {input_path} does not exist")
-    written = predict_paths(checkpoint, input_path, output)
+    written = predict_paths(checkpoint, input_path, output, tta=tta)
     if as_json:
         _print_json({"written": [str(p) for p in written]})
     else:

@@ -45,6 +45,7 @@ class _Config:
 SEED_MAX = 2**32 - 1
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:[0-9]{1,3})?)$")  # at most cuda:999
 MAX_STEPS_PER_EPOCH = 1_000_000
+OPTIMIZER_NAMES = ("adam", "adamw", "sgd")  # nas_core.optim.OPTIMIZERS (this module stays torch-free)
 MAX_BUDGET_MINUTES = 7 * 24 * 60
 
 
@@ -150,6 +151,7 @@ class RetrainConfig(_Config):
     batch_size: int = 8
     lr: float = 1e-3
     weight_decay: float = 5e-4
+    optimizer: str = "adam"  # adam, adamw (decoupled decay, none on norms/biases) or sgd (nnU-Net's)
     # Width C of a genotype at retrain (None: the genotype's own): search narrow, train wider.
     channels: int | None = None
     seed: int = 0
@@ -176,6 +178,8 @@ class RetrainConfig(_Config):
         self._check({
             **_common_rules(self),
             "lr": (0 < self.lr < 10, f"must be in (0, 10), got {self.lr}"),
+            "optimizer": (self.optimizer in OPTIMIZER_NAMES, f"must be one of {list(OPTIMIZER_NAMES)}, "
+                                                             f"got {self.optimizer!r}"),
             "channels": (self.channels is None or 4 <= self.channels <= 256,
                          f"must be between 4 and 256 or null, got {self.channels}"),
             "weight_decay": (0 <= self.weight_decay < 1, f"must be in [0, 1), got {self.weight_decay}"),

@@ -67,7 +67,8 @@ def _stem(path: Path) -> str:
 
 
 @torch.no_grad()
-def predict_paths(checkpoint: Path, input_path: Path, output: Path, device: str = "auto") -> list[Path]:
+def predict_paths(checkpoint: Path, input_path: Path, output: Path, device: str = "auto",
+                  tta: bool = False) -> list[Path]:
     """Segment one image or every image in a folder; masks keep the input's format and geometry."""
     dev = resolve_device(device)
     model, meta = load_model(checkpoint, dev)
@@ -78,6 +79,6 @@ def predict_paths(checkpoint: Path, input_path: Path, output: Path, device: str 
         _check_channels(meta, case.image.shape[0], str(path))
         images, _ = prepare_case(case, meta["image_size"], norm)
         native_size = tuple(case.image.shape[-2:])  # logits go back to the scan's own size
-        labels = predict_slices(model, images, dev, amp=False, out_size=native_size).numpy()
+        labels = predict_slices(model, images, dev, amp=False, out_size=native_size, tta=tta).numpy()
         written.append(write_prediction(labels, case, output / f"{_stem(path)}_seg", meta["num_classes"]))
     return written

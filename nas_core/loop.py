@@ -92,19 +92,26 @@ def check_stop(should_stop: Callable[[], bool]) -> None:
 
 @torch.no_grad()
 def predict_slices(model: nn.Module, images: torch.Tensor, device: torch.device, amp: bool,
-                   batch_size: int = 16, out_size: tuple[int, int] | None = None) -> torch.Tensor:
+                   batch_size: int = 16, out_size: tuple[int, int] | None = None, tta: bool = False) -> torch.Tensor:
     """Argmax labels [N, H, W] for images [N, C, S, S].
 
     With ``out_size``, the logits are resampled (bilinear) to that in-plane size before the
     argmax: how a prediction made at the working size returns to the scan's own size.
     Resampling the label map instead (nearest) would make staircase edges and lose thin
-    structures.
+    structures. ``tta``: the logits averaged over the four mirrorings (none, H, W, both), as
+    nnU-Net predicts by default.
     """
     out = []
+    flips = [(), (-1,), (-2,), (-2, -1)] if tta else [()]
     for i in range(0, len(images), batch_size):
-        with autocast(device, amp):
-            logits = model(images[i : i + batch_size].to(device))
-        logits = logits.float()
+        x = images[i : i + batch_size].to(device)
+        logits = None
+        for dims in flips:
+            with autocast(device, amp):
+                y = model(x.flip(dims) if dims else x).float()
+            y = y.flip(dims) if dims else y
+            logits = y if logits is None else logits + y
+        logits = logits / len(flips)
         if out_size is not None and tuple(logits.shape[-2:]) != tuple(out_size):
             logits = F.interpolate(logits, size=tuple(out_size), mode="bilinear", align_corners=False)
         out.append(logits.argmax(1).cpu())

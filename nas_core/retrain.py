@@ -27,6 +27,7 @@ from nas_core.loop import BatchStream, check_stop, checked, evaluate, mean_dsc
 from nas_core.losses import DeepSupervisionLoss, DiceCELoss
 from nas_core.metrics import summarise
 from nas_core.models import architecture_name, build_model, count_parameters
+from nas_core.optim import build_optimizer
 from nas_core.pipeline import PreparedData, make_augmenter, prepare_retrain_data
 from nas_core.runtime import (
     autocast,
@@ -78,7 +79,7 @@ class _Retrain:
         self.model = build_model(self.architecture, data.in_channels, data.num_classes,
                                  deep_supervision=config.deep_supervision).to(self.device)
         self.criterion = DeepSupervisionLoss(DiceCELoss(data.num_classes))
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.opt = build_optimizer(config.optimizer, self.model, config.lr, config.weight_decay)
         self.clock = RunClock(config.epochs, config.time_budget_minutes)
         self.steps_run = 0
         self.augment = make_augmenter(config)

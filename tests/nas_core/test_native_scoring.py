@@ -228,3 +228,27 @@ def test_the_search_scores_its_architecture_half_every_n_epochs(tmp_path) -> Non
     assert scored == [False, True, True]  # epoch 2, then the last
     assert all(h["genotype"] for h in result.history)  # the genotype is still recorded every epoch
     assert result.summary["final_arch_dsc"] == result.history[-1]["metrics"]["arch"]["dsc"]
+
+
+def test_mirroring_tta_averages_the_four_flips() -> None:
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(1, 3, 3, padding=1)
+    images = torch.randn(2, 1, 8, 10)
+    with torch.no_grad():
+        expected = sum(conv(images.flip(d) if d else images).flip(d) if d else conv(images)
+                       for d in [(), (-1,), (-2,), (-2, -1)]) / 4
+        pred = predict_slices(conv, images, torch.device("cpu"), amp=False, tta=True)
+    assert torch.equal(pred, expected.argmax(1))
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd"])
+def test_optimizers_by_name(name) -> None:
+    from nas_core.optim import build_optimizer
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4))
+    opt = build_optimizer(name, model, 0.01, 1e-4)
+    if name == "adamw":  # no decay on norm scales and biases
+        decays = {p.ndim: g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+        assert decays == {4: 1e-4, 1: 0.0}
+    with pytest.raises(Exception, match="optimizer"):
+        RetrainConfig(optimizer="lion")
