@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from nas_core.callbacks import Callbacks, EpochRecord, StepEvent
 from nas_core.checkpoint import check_resumable, load_checkpoint, save_checkpoint
 from nas_core.config import RetrainConfig
