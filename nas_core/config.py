@@ -45,6 +45,7 @@ class _Config:
 SEED_MAX = 2**32 - 1
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:[0-9]{1,3})?)$")  # at most cuda:999
 MAX_STEPS_PER_EPOCH = 1_000_000
+AUGMENTATIONS = ("none", "basic", "nnunet")
 OPTIMIZER_NAMES = ("adam", "adamw", "sgd")  # nas_core.optim.OPTIMIZERS (this module stays torch-free)
 MAX_BUDGET_MINUTES = 7 * 24 * 60
 
@@ -62,6 +63,8 @@ def _common_rules(c: Any) -> dict[str, tuple[bool, str]]:
                             f"must be between 1 and {MAX_STEPS_PER_EPOCH} or null, got {c.steps_per_epoch}"),
         "time_budget_minutes": (c.time_budget_minutes is None or 0 < c.time_budget_minutes <= MAX_BUDGET_MINUTES,
                                 f"must be in (0, {MAX_BUDGET_MINUTES}] minutes or null, got {c.time_budget_minutes}"),
+        "augmentation": (c.augmentation in AUGMENTATIONS,
+                         f"must be one of {list(AUGMENTATIONS)}, got {c.augmentation!r}"),
         "foreground_oversampling": (0 <= c.foreground_oversampling <= 1,
                                     f"must be in [0, 1], got {c.foreground_oversampling}"),
         "val_cases": (_case_list_ok(c.val_cases), "must be a list of distinct, non-empty case ids or null"),
@@ -96,6 +99,7 @@ class SearchConfig(_Config):
     arch_betas: tuple[float, float] = (0.5, 0.999)
     arch_weight_decay: float = 1e-3
     early_stop_patience: int | None = None
+    augmentation: str = "none"  # of the weight half's batches: none, basic or nnunet (as the retrain's)
     # Score the architecture half every N epochs (and at the end); the genotype is recorded every epoch.
     eval_every: int = 1
     val_fraction: float = 0.2
@@ -156,6 +160,7 @@ class RetrainConfig(_Config):
     channels: int | None = None
     seed: int = 0
     val_fraction: float = 0.2
+    augmentation: str = "basic"  # basic: the flip/affine/elastic flags; nnunet: nnU-Net's 2D pipeline; none
     flip: bool = True
     affine: bool = True
     elastic: bool = False

@@ -52,13 +52,15 @@ class BatchStream:
                 images, labels, _ = next(it)
             except StopIteration:
                 return
-            if self.augment is not None:
+            nb = self.device.type == "cuda"
+            if self.augment is not None and not getattr(self.augment, "batched", False):
                 pairs = [self.augment(i, lbl, self.generator) for i, lbl in zip(images, labels, strict=True)]
                 images = torch.stack([p[0] for p in pairs])
                 labels = torch.stack([p[1] for p in pairs])
-            nb = self.device.type == "cuda"
             images = images.to(self.device, non_blocking=nb)
             labels = labels.to(self.device, non_blocking=nb).long()
+            if self.augment is not None and getattr(self.augment, "batched", False):
+                images, labels = self.augment(images, labels, self.generator)  # once, on the device
             self.wait_s += time.perf_counter() - t0
             yield images, labels
 

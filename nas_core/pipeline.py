@@ -24,6 +24,7 @@ from nas_core.data import (
     normalisation_for,
     open_dataset,
 )
+from nas_core.data.batch_augment import BatchAugment
 from nas_core.data.splits import Split, plan_split
 
 
@@ -112,8 +113,12 @@ def prepare_retrain_data(root: Path, config: Any, cache_dir: Path | None = None,
                         test=test, split=split)
 
 
-def make_augmenter(config: Any) -> Augment | None:
-    """The retrain config's augmentation, or None when every transform is off."""
-    if not (config.flip or config.affine or config.elastic):
+def make_augmenter(config: Any) -> Augment | BatchAugment | None:
+    """A config's augmentation: ``"nnunet"`` (nnU-Net's 2D pipeline, batched), ``"basic"``
+    (flips and small affine warps per sample, by the flip/affine/elastic flags) or ``"none"``."""
+    if config.augmentation == "nnunet":
+        return BatchAugment()
+    if config.augmentation == "none" or not (getattr(config, "flip", False) or getattr(config, "affine", False)
+                                             or getattr(config, "elastic", False)):
         return None
     return Augment(flip=config.flip, affine=config.affine, elastic=config.elastic)

@@ -27,7 +27,7 @@ from nas_core.config import SearchConfig
 from nas_core.genotype import Genotype
 from nas_core.loop import BatchStream, check_stop, checked, evaluate, mean_dsc
 from nas_core.losses import DeepSupervisionLoss, DiceCELoss
-from nas_core.pipeline import PreparedData, prepare_search_data
+from nas_core.pipeline import PreparedData, make_augmenter, prepare_search_data
 from nas_core.runtime import (
     autocast,
     configure_backend,
@@ -73,6 +73,7 @@ class _Search:
         self.w_opt = torch.optim.SGD(self.model.weights(), lr=config.w_lr, momentum=config.w_momentum,
                                      weight_decay=config.w_weight_decay)
         self.clock = RunClock(config.epochs, config.time_budget_minutes)
+        self.augment = make_augmenter(config)
         self.a_opt = torch.optim.Adam(self.model.arch_parameters(), lr=config.arch_lr, betas=config.arch_betas,
                                       weight_decay=config.arch_weight_decay)
         self.history: list[dict[str, Any]] = []
@@ -110,7 +111,7 @@ class _Search:
         cfg = self.config
         self.model.train()
         w_stream = BatchStream(self.data.train, cfg.batch_size, self.device, epoch_generator(cfg.seed, epoch, 0),
-                               num_workers=cfg.num_workers, limit=cfg.steps_per_epoch,
+                               augment=self.augment, num_workers=cfg.num_workers, limit=cfg.steps_per_epoch,
                                foreground=cfg.foreground_oversampling)
         a_stream = BatchStream(self.data.arch, cfg.batch_size, self.device, epoch_generator(cfg.seed, epoch, 1),
                                num_workers=cfg.num_workers, foreground=cfg.foreground_oversampling)

@@ -252,3 +252,15 @@ def test_optimizers_by_name(name) -> None:
         assert decays == {4: 1e-4, 1: 0.0}
     with pytest.raises(Exception, match="optimizer"):
         RetrainConfig(optimizer="lion")
+
+
+def test_engines_train_with_nnunet_augmentation(tmp_path) -> None:
+    data = make_phantom_dataset(tmp_path / "phantom", num_cases=4, image_size=16, depth=2, num_classes=2, seed=0)
+    retrained = run_retrain(data, {"baseline": "unet"}, RetrainConfig(epochs=1, image_size=16, batch_size=2,
+                                                                      augmentation="nnunet", device="cpu"),
+                            tmp_path / "r")
+    assert 0.0 <= retrained.history[0]["metrics"]["train"]["data_wait_fraction"] < 1.0
+    searched = run_search(data, SearchConfig(epochs=1, warmup_epochs=0, image_size=16, batch_size=2, channels=8, k=2,
+                                             depth=2, steps_per_epoch=1, augmentation="nnunet", device="cpu",
+                                             val_fraction=0), tmp_path / "s")
+    assert searched.epochs_run == 1

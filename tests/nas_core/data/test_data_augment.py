@@ -64,3 +64,39 @@ def test_affine_moves_image_and_label_together():
         agree = (out_img[0].round().long() == out_lab).float().mean()
         assert agree > 0.95
         assert not torch.equal(out_lab, label)
+
+
+def _blocks(b: int = 6, size: int = 48) -> tuple[torch.Tensor, torch.Tensor]:
+    """Labels of three classes in blocks; the image shows each class at its own intensity."""
+    labels = torch.zeros(b, size, size, dtype=torch.long)
+    labels[:, 8:30, 6:20] = 1
+    labels[:, 26:44, 24:44] = 2
+    return (labels.float() * 10.0 + 5.0)[:, None], labels
+
+
+def test_batch_augment_moves_image_and_label_together():
+    from nas_core.data.batch_augment import BatchAugment
+
+    geometry_only = BatchAugment(p_rotate=1.0, p_scale=1.0, p_noise=0, p_blur=0, p_brightness=0, p_contrast=0,
+                                 p_low_res=0, p_gamma=0)
+    images, labels = _blocks()
+    out_img, out_lab = geometry_only(images, labels, torch.Generator().manual_seed(3))
+    assert out_img.shape == images.shape and out_lab.shape == labels.shape
+    assert not torch.equal(out_lab, labels)  # it did move
+    nearest_class = ((out_img[:, 0] - 5.0) / 10.0).round().clamp(0, 2).long()
+    agree = (nearest_class == out_lab).float().mean()
+    assert agree > 0.97  # only boundary pixels (bilinear vs nearest) may differ
+    again = geometry_only(images, labels, torch.Generator().manual_seed(3))
+    assert torch.equal(again[0], out_img) and torch.equal(again[1], out_lab)  # the generator decides
+
+
+def test_batch_augment_keeps_labels_in_the_label_set_and_pads_with_the_border():
+    from nas_core.data.batch_augment import BatchAugment
+
+    images, labels = _blocks(b=16)
+    images = images + 100.0  # a zero padding would show as values near 0
+    out_img, out_lab = BatchAugment(p_rotate=1.0, p_scale=1.0)(images, labels, torch.Generator().manual_seed(0))
+    assert set(out_lab.unique().tolist()) <= {0, 1, 2}
+    geometric = BatchAugment(p_rotate=1.0, p_scale=1.0, p_noise=0, p_blur=0, p_brightness=0, p_contrast=0,
+                             p_low_res=0, p_gamma=0, p_mirror=0)(images, labels, torch.Generator().manual_seed(0))
+    assert geometric[0].min() >= 100.0 - 1e-4
