@@ -231,6 +231,8 @@ def predict(
     input_path: Annotated[Path, typer.Option("--input", help="an image file or a folder of them")],
     output: Annotated[Path, typer.Option("--output", help="folder for the predicted masks")],
     tta: Annotated[bool, typer.Option("--tta", help="average the logits over the four mirrorings")] = False,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N")] = "auto",
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=512, help="slices per forward pass")] = 16,
     as_json: JsonOpt = False,
 ) -> None:
     """Segment images; masks are written in the input's format and geometry."""
@@ -238,10 +240,14 @@ def predict(
 
     if not input_path.exists():
         raise FileNotFoundError(f"--input {input_path} does not exist")
-    written = predict_paths(checkpoint, input_path, output, tta=tta)
+    import sys
+
+    progress = None if as_json or sys.stdout.isatty() else typer.echo  # a line per case in logs and pipes
+    written = predict_paths(checkpoint, input_path, output, device=device, tta=tta, batch_size=batch_size,
+                            progress=progress)
     if as_json:
         _print_json({"written": [str(p) for p in written]})
-    else:
+    elif progress is None:
         for p in written:
             console.print(f"wrote {p}")
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from nas_core.checkpoint import load_model
@@ -17,6 +20,7 @@ from nas_core.data import (
     write_prediction,
 )
 from nas_core.data.errors import DatasetError
+from nas_core.data.spec import LoadedCase
 from nas_core.loop import evaluate, predict_slices
 from nas_core.metrics import summarise
 from nas_core.runtime import resolve_device
@@ -66,19 +70,53 @@ def _stem(path: Path) -> str:
     return path.stem
 
 
+CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>[0-9]{4})$")
+
+
+def group_cases(files: list[Path]) -> list[tuple[str, list[Path]]]:
+    """(case id, channel files in order): nnU-Net's ``CASE_0000``, ``CASE_0001``... are one case;
+    any other file is a case of its own, named by its stem."""
+    cases: dict[str, list[Path]] = {}
+    for f in files:
+        m = CHANNEL_FILE.match(_stem(f))
+        cases.setdefault(m["case"] if m else _stem(f), []).append(f)
+    return sorted((cid, sorted(paths, key=lambda p: p.name)) for cid, paths in cases.items())
+
+
+def _load_case(case_id: str, paths: list[Path]) -> LoadedCase:
+    parts = [load_image_for_inference(p) for p in paths]
+    shapes = {p.image.shape[1:] for p in parts}
+    if len(shapes) != 1:
+        raise DatasetError(f"the channel files of case {case_id!r} differ in size: "
+                           + ", ".join(f"{p.name} {part.image.shape[1:]}" for p, part in zip(paths, parts, strict=True)))
+    return LoadedCase(case_id, np.concatenate([p.image for p in parts]), None, parts[0].geometry)
+
+
 @torch.no_grad()
-def predict_paths(checkpoint: Path, input_path: Path, output: Path, device: str = "auto",
-                  tta: bool = False) -> list[Path]:
-    """Segment one image or every image in a folder; masks keep the input's format and geometry."""
+def predict_paths(checkpoint: Path, input_path: Path, output: Path, device: str = "auto", tta: bool = False,
+                  batch_size: int = 16, progress: Callable[[str], None] | None = None) -> list[Path]:
+    """Segment one image, or every case in a folder; masks keep the input's format and geometry.
+
+    Masks are named as nnU-Net names them, ``CASE<suffix>`` (the channel files
+    ``CASE_0000``, ``CASE_0001``... of a case are read together as its channels), so
+    nnU-Net's own evaluation runs on them unchanged.
+    """
     dev = resolve_device(device)
     model, meta = load_model(checkpoint, dev)
     norm = Normalisation.from_dict(meta["normalisation"])
     written = []
-    for path in _inputs(input_path):
-        case = load_image_for_inference(path)
-        _check_channels(meta, case.image.shape[0], str(path))
+    cases = group_cases(_inputs(input_path))
+    for n, (case_id, paths) in enumerate(cases, 1):
+        target = output / case_id
+        if any(target.resolve() == p.with_name(_stem(p)).resolve() for p in paths):
+            raise DatasetError(f"--output {output} would overwrite the input {paths[0]}; choose another folder")
+        case = _load_case(case_id, paths)
+        _check_channels(meta, case.image.shape[0], ", ".join(str(p) for p in paths))
         images, _ = prepare_case(case, meta["image_size"], norm)
         native_size = tuple(case.image.shape[-2:])  # logits go back to the scan's own size
-        labels = predict_slices(model, images, dev, amp=False, out_size=native_size, tta=tta).numpy()
-        written.append(write_prediction(labels, case, output / f"{_stem(path)}_seg", meta["num_classes"]))
+        labels = predict_slices(model, images, dev, amp=False, batch_size=batch_size, out_size=native_size,
+                                tta=tta).numpy()
+        written.append(write_prediction(labels, case, target, meta["num_classes"]))
+        if progress is not None:
+            progress(f"[{n}/{len(cases)}] {case_id}: {written[-1]}")
     return written

@@ -264,3 +264,35 @@ def test_engines_train_with_nnunet_augmentation(tmp_path) -> None:
                                              depth=2, steps_per_epoch=1, augmentation="nnunet", device="cpu",
                                              val_fraction=0), tmp_path / "s")
     assert searched.epochs_run == 1
+
+
+def test_predict_reads_a_case_s_channel_files_together_and_names_masks_as_nnunet(tmp_path) -> None:
+    from nas_core.inference import predict_paths
+
+    root = tmp_path / "two"
+    root.mkdir()
+    (root / "dataset.json").write_text(json.dumps({"channel_names": {"0": "T1", "1": "T2"},
+                                                   "labels": {"background": 0, "a": 1}, "file_ending": ".nii.gz"}))
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        label = np.zeros((2, H, W), np.uint8)
+        label[:, 10:20, 10 + i : 30 + i] = 1
+        for c in range(2):
+            (root / "imagesTr").mkdir(exist_ok=True)
+            image = (label * (50.0 + 10 * c) + rng.normal(0, 3, label.shape)).astype(np.float32)
+            sitk.WriteImage(sitk.GetImageFromArray(image), str(root / "imagesTr" / f"case{i}_{c:04d}.nii.gz"))
+        (root / "labelsTr").mkdir(exist_ok=True)
+        sitk.WriteImage(sitk.GetImageFromArray(label), str(root / "labelsTr" / f"case{i}.nii.gz"))
+    result = run_retrain(root, {"baseline": "unet"}, RetrainConfig(epochs=1, image_size=16, batch_size=2,
+                                                                   device="cpu"), tmp_path / "r")
+    written = predict_paths(result.best_checkpoint, root / "imagesTr", tmp_path / "masks", tta=True, batch_size=1)
+    assert [p.name for p in written] == [f"case{i}.nii.gz" for i in range(4)]  # one mask per case, not per file
+    mask = sitk.GetArrayFromImage(sitk.ReadImage(str(written[0])))
+    assert mask.shape == (2, H, W)  # at the scan's own size
+    with pytest.raises(Exception, match="overwrite"):
+        single = tmp_path / "single"
+        single.mkdir()
+        import shutil
+
+        shutil.copy(root / "imagesTr" / "case0_0000.nii.gz", single / "scan.nii.gz")
+        predict_paths(result.best_checkpoint, single / "scan.nii.gz", single)
