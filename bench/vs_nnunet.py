@@ -23,7 +23,10 @@ reported: the files' spacing is unknown (SOURCE.md).
 Models run two at a time (``--parallel``), one intra-op thread each. Every step is
 resumable: an interrupted run continues where it stopped (finished steps are skipped,
 training resumes from its last checkpoint). Work goes to ``runs/vs_nnunet`` (``--work``).
-Not part of the test suite: it needs nnunetv2 and the ACDC data.
+A variant of the Thrifty/U-Net/UNet++ recipe runs under a ``--tag`` (its own folders and
+rows, e.g. ``--tag tta --tta``); every invocation adds its rows to ``results.json`` and
+``--report`` prints the table of all rows so far. Not part of the test suite: it needs
+nnunetv2 and the ACDC data.
 """
 
 from __future__ import annotations
@@ -235,21 +238,28 @@ class Bench:
     def thrifty_cli(self) -> list[str]:
         return [sys.executable, "-m", "cli.main"]
 
+    def recipe(self) -> list[str]:
+        """The retrain options of this invocation's recipe (the same for Thrifty and the baselines)."""
+        a = self.args
+        return ([*(["--augmentation", a.augmentation] if a.augmentation else []),
+                 *(["--deep-supervision"] if a.deep_supervision else []),
+                 *(["--optimizer", a.optimizer] if a.optimizer else [])])
+
     def retrain(self, model: str, arch: list[str], search_seconds: float | None = None) -> dict[str, Any]:
         data = self.thrifty_data()
         out = self.work / model / "retrain"
         resume = ["--resume"] if (out / "last.pt").exists() else []
         val = ",".join(self.split["val"])
         train = self.run(model, "retrain", [*self.thrifty_cli(), "retrain", "--data", str(data), "--out", str(out),
-                                            *arch, "--epochs", "1000", "--val-cases", val,
+                                            *arch, *self.recipe(), "--epochs", "1000", "--val-cases", val,
                                             "--time-budget-minutes", str(self.args.budget_minutes),
                                             "--device", "cpu", "--json", *resume], cwd=ROOT)
         pred = self.work / model / "pred_test"
         predict = self.run(model, "predict", [*self.thrifty_cli(), "predict", "--checkpoint", str(out / "best.pt"),
                                               "--input", str(data / "imagesTs"), "--output", str(pred),
-                                              "--json"], cwd=ROOT)
+                                              *(["--tta"] if self.args.tta else []), "--json"], cwd=ROOT)
         metrics = json.loads((out / "metrics.json").read_text())
-        return {"model": model, "params": metrics["params"], "pred_dir": pred,
+        return {"model": model, "tag": self.args.tag, "params": metrics["params"], "pred_dir": pred,
                 "train_seconds": metrics["elapsed_seconds"], "search_seconds": search_seconds,
                 "epochs": metrics["epochs_run"], "steps": metrics.get("steps_run"),
                 "best_epoch": metrics["best_epoch"], "working_size": metrics.get("working_size"),
@@ -260,23 +270,29 @@ class Bench:
 
     def thrifty(self) -> dict[str, Any]:
         data = self.thrifty_data()
-        out = self.work / "thrifty" / "search"
+        name = self.dir("thrifty")
+        out = self.work / name / "search"
         resume = ["--resume"] if (out / "last.pt").exists() else []
         a = self.args
-        search = self.run("thrifty", "search", [
+        search = self.run(name, "search", [
             *self.thrifty_cli(), "search", "--data", str(data), "--out", str(out), "--epochs", str(a.search_epochs),
             "--warmup-epochs", str(a.search_epochs * 3 // 10), "--channels", str(a.search_channels),
-            "--image-size", str(a.search_image_size), "--steps-per-epoch", "20",
+            "--image-size", str(a.search_image_size), "--steps-per-epoch", "20", "--eval-every", str(a.eval_every),
             "--val-cases", ",".join(self.split["val"]), "--time-budget-minutes", str(a.search_minutes),
             "--device", "cpu", "--json", *resume], cwd=ROOT)
-        row = self.retrain("thrifty", ["--genotype", str(out / "genotype.json"), "--channels", str(a.channels)],
+        row = self.retrain(name, ["--genotype", str(out / "genotype.json"), "--channels", str(a.channels)],
                            search_seconds=json.loads((out / "summary.json").read_text())["seconds"])
         row["model"] = "Thrifty (searched)"
+        row["genotype"] = json.loads((out / "genotype.json").read_text())
         row["peak_rss_mb"] = max(row["peak_rss_mb"], search["peak_rss_mb"])
         return row
 
+    def dir(self, model: str) -> str:
+        """The folder (and state key) of a model in this invocation's variant."""
+        return model if not self.args.tag else f"{model}-{self.args.tag}"
+
     def baseline(self, name: str) -> dict[str, Any]:
-        row = self.retrain(name, ["--arch", name])
+        row = self.retrain(self.dir(name), ["--arch", name])
         row["model"] = {"unet": "U-Net", "unetpp": "UNet++"}[name]
         return row
 
@@ -304,7 +320,27 @@ class Bench:
         row = {"nnunet": self.nnunet, "thrifty": self.thrifty,
                "unet": lambda: self.baseline("unet"), "unetpp": lambda: self.baseline("unetpp")}[name]()
         row["test"] = self.score(Path(row.pop("pred_dir")))
+        row["key"] = "nnunet" if name == "nnunet" else self.dir(name)
+        row["recipe"] = None if name == "nnunet" else " ".join(self.recipe() + (["--tta"] if self.args.tta else []))
         return row
+
+    def merge_results(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """Add this invocation's rows to results.json (by key), under the state lock."""
+        path = self.work / "results.json"
+        with _state_lock, open(self.work / "state.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            results = json.loads(path.read_text()) if path.exists() else {"rows": {}}
+            if isinstance(results.get("rows"), list):  # an older run's file
+                results["rows"] = {}
+            results["machine"] = machine()
+            for row in rows:
+                results["rows"][row["key"]] = {**row, "command": " ".join(sys.argv),
+                                               "budget_minutes": self.args.budget_minutes,
+                                               "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(results, indent=2, default=str))
+            tmp.replace(path)
+        return results
 
 
 def machine() -> str:
@@ -319,12 +355,12 @@ def machine() -> str:
 def table(rows: list[dict[str, Any]]) -> str:
     head = ("| model | params | RV | MYO | LV | mean DSC (± std over cases) | train s | search s | "
             "epochs | infer s/case | peak MB |")
-    lines = [head, "|" + "---|" * 11]
+    lines = [head.replace("| model |", "| model | variant |"), "|" + "---|" * 12]
     fmt = lambda v, spec=".3f": "-" if v is None else format(v, spec)  # noqa: E731
     for r in rows:
         t = r["test"]
         cls = [fmt(t["classes"][c]["dsc_mean"]) for c in CLASSES[1:]]
-        lines.append(f"| {r['model']} | {r['params']:,} | {' | '.join(cls)} | {fmt(t['mean_dsc'])} ± "
+        lines.append(f"| {r['model']} | {r.get('key', '')} | {r['params']:,} | {' | '.join(cls)} | {fmt(t['mean_dsc'])} ± "
                      f"{fmt(t['mean_dsc_std_over_cases'])} | {fmt(r['train_seconds'], '.0f')} | "
                      f"{fmt(r['search_seconds'], '.0f')} | {r['epochs']} | {fmt(r['infer_seconds_per_case'], '.1f')} | "
                      f"{fmt(r['peak_rss_mb'], ',.0f')} |")
@@ -343,9 +379,21 @@ def main() -> None:
     ap.add_argument("--channels", type=int, default=32, help="Thrifty's width at retrain")
     ap.add_argument("--models", default=",".join(MODELS), help=f"subset of {','.join(MODELS)}")
     ap.add_argument("--parallel", type=int, default=2, help="models trained at once (one thread each)")
+    ap.add_argument("--eval-every", type=int, default=1, help="search: score the architecture half every N epochs")
+    ap.add_argument("--tag", default="", help="a name for this recipe variant (its own folders and rows)")
+    ap.add_argument("--augmentation", choices=["none", "basic", "nnunet"], help="retrain augmentation")
+    ap.add_argument("--deep-supervision", action="store_true", help="retrain with a loss on every head")
+    ap.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], help="retrain optimiser")
+    ap.add_argument("--tta", action="store_true", help="predict with mirroring (as nnU-Net does)")
+    ap.add_argument("--report", action="store_true", help="print the table of every row so far and exit")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     args = ap.parse_args()
     bench = Bench(args)
+    if args.report:
+        path = bench.work / "results.json"
+        results = json.loads(path.read_text()) if path.exists() else {"rows": {}}
+        print(json.dumps(results, indent=2, default=str) if args.json else table(list(results["rows"].values())))
+        return
     names = [m for m in args.models.split(",") if m]
     unknown = sorted(set(names) - set(MODELS))
     if unknown:
@@ -363,7 +411,7 @@ def main() -> None:
     result = {"machine": machine(), "budget_minutes": args.budget_minutes, "search_minutes": args.search_minutes,
               "wall_seconds_this_invocation": time.time() - t0, "command": " ".join(sys.argv),
               "rows": rows, "failed": failed}
-    (bench.work / "results.json").write_text(json.dumps(result, indent=2, default=str))
+    bench.merge_results(rows)
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     else:

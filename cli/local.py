@@ -24,6 +24,10 @@ ValCasesOpt = Annotated[str | None, typer.Option(
     "--val-cases", help="comma-separated case ids that choose the best epoch (instead of --val-fraction)")]
 TestCasesOpt = Annotated[str | None, typer.Option(
     "--test-cases", help="comma-separated case ids scored only at the end (besides the dataset's imagesTs)")]
+AugmentOpt = Annotated[str | None, typer.Option(
+    "--augmentation", help="none, basic (flips, small affine warps) or nnunet (nnU-Net's 2D pipeline)")]
+DeepOpt = Annotated[bool | None, typer.Option(
+    "--deep-supervision/--no-deep-supervision", help="a loss on every head (UNet++ and Thrifty nets)")]
 
 
 def _cases(text: str | None) -> list[str] | None:
@@ -102,6 +106,8 @@ def search(
     time_budget_minutes: BudgetOpt = None,
     val_cases: ValCasesOpt = None,
     test_cases: TestCasesOpt = None,
+    augmentation: AugmentOpt = None,
+    deep_supervision: DeepOpt = None,
     data_format: FormatOpt = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue from the last checkpoint in --out")] = False,
     as_json: JsonOpt = False,
@@ -113,6 +119,7 @@ def search(
                             batch_size=batch_size, channels=channels, nodes=nodes, depth=depth, k=k, seed=seed,
                             early_stop_patience=early_stop_patience, steps_per_epoch=steps_per_epoch,
                             device=device, time_budget_minutes=time_budget_minutes, eval_every=eval_every,
+                            augmentation=augmentation, deep_supervision=deep_supervision,
                             val_cases=_cases(val_cases), test_cases=_cases(test_cases))
     _require_dir(data)
     with ProgressBar("search", quiet=as_json) as bar:
@@ -152,6 +159,8 @@ def retrain(
     time_budget_minutes: BudgetOpt = None,
     val_cases: ValCasesOpt = None,
     test_cases: TestCasesOpt = None,
+    augmentation: AugmentOpt = None,
+    deep_supervision: DeepOpt = None,
     data_format: FormatOpt = None,
     resume: Annotated[bool, typer.Option("--resume")] = False,
     as_json: JsonOpt = False,
@@ -171,7 +180,7 @@ def retrain(
     options = dict(epochs=epochs, image_size=image_size, batch_size=batch_size, lr=lr, seed=seed, optimizer=optimizer,
                    val_fraction=val_fraction, steps_per_epoch=steps_per_epoch, device=device, channels=channels,
                    time_budget_minutes=time_budget_minutes, val_cases=_cases(val_cases),
-                   test_cases=_cases(test_cases))
+                   test_cases=_cases(test_cases), augmentation=augmentation, deep_supervision=deep_supervision)
     config = RetrainConfig.from_dict({k: v for k, v in options.items() if v is not None})
     _require_dir(data)
     with ProgressBar(f"retrain {arch or 'thrifty'}", quiet=as_json) as bar:
