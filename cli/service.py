@@ -97,7 +97,10 @@ def spawn_worker(name: str, queues: str, *, gpu: str | None = None, loglevel: st
                  env: dict[str, str] | None = None) -> subprocess.Popen:
     """Start one worker process in its own session (a terminal's Ctrl-C reaches only its parent,
     which then stops it gracefully)."""
+    from worker.app import PARENT_ENV
+
     child_env = dict(os.environ if env is None else env)
+    child_env[PARENT_ENV] = str(os.getpid())  # the worker stops by itself if this process vanishes
     if gpu is not None:
         child_env["CUDA_VISIBLE_DEVICES"] = gpu
     return subprocess.Popen(celery_worker_argv(name, queues, loglevel), env=child_env, start_new_session=True)
@@ -128,6 +131,32 @@ def forwarding_signals(procs: list[subprocess.Popen]) -> Iterator[None]:
                 proc.send_signal(signal.SIGTERM)
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+class Stopped(Exception):
+    """SIGTERM or SIGHUP reached ``up``: leave uvicorn and run the cleanup that stops the worker."""
+
+
+@contextmanager
+def stopping_on(*signums: int) -> Iterator[None]:
+    """Turn these signals into :class:`Stopped` while inside.
+
+    uvicorn handles SIGTERM itself (graceful shutdown) and then re-raises it with the handler
+    it found: with the default handler that would end the process before ``up`` stops its
+    worker (SIGTERM from systemd, Docker or ``kill`` left the worker running, reparented).
+    With this handler installed first, the re-raised signal lands here instead; SIGHUP,
+    which uvicorn does not handle, stops the server the same way.
+    """
+
+    def stop(signum: int, _frame: Any) -> None:
+        raise Stopped(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, stop) for sig in signums}
     try:
         yield
     finally:
@@ -291,8 +320,9 @@ def up(
     err_console.print(f"[bold green]Thrifty NAS[/] at http://{host}:{port} (API docs: http://{host}:{port}/docs)")
     err_console.print(f"get an API key: [bold]thrifty-nas keys create NAME{home_arg}[/]; Ctrl-C stops everything")
     try:
-        uvicorn.run("api.main:app", host=host, port=port, log_level="info")
-    except KeyboardInterrupt:
+        with stopping_on(signal.SIGTERM, signal.SIGHUP):
+            uvicorn.run("api.main:app", host=host, port=port, log_level="info")
+    except (KeyboardInterrupt, Stopped):
         pass
     finally:
         reaper.stop()

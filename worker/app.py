@@ -14,6 +14,9 @@ no stored result, start/finish logging).
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from enum import StrEnum
@@ -133,6 +136,34 @@ def _start_worker_reaper(sender: Any = None, **_: Any) -> None:
     from worker.reaper import start_reaper
 
     start_reaper()
+    watch_parent()
+
+
+PARENT_ENV = "THRIFTY_PARENT_PID"
+
+
+def watch_parent(interval_s: float = 1.0) -> threading.Thread | None:
+    """Stop this worker (warm shutdown, as SIGTERM) once the process that started it is gone.
+
+    ``thrifty-nas up`` starts its worker in a session of its own (so a terminal's Ctrl-C
+    reaches only ``up``) and names itself in ``THRIFTY_PARENT_PID``: if ``up`` dies without
+    stopping it (SIGKILL, a crash), the orphan must not keep consuming the home's queue.
+    """
+    parent = os.environ.get(PARENT_ENV)
+    if not parent or not parent.isdecimal():
+        return None
+    pid = int(parent)
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval_s)
+            if os.getppid() != pid:  # reparented: the parent is gone
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+
+    thread = threading.Thread(target=watch, name="thrifty-parent-watch", daemon=True)
+    thread.start()
+    return thread
 
 
 def _on_worker_shutdown(sender: Any = None, how: str = "", **_: Any) -> None:

@@ -12,7 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -105,11 +105,13 @@ def _children(pid: int) -> list[int]:
 
 
 def _alive(pid: int) -> bool:
+    """Running (a zombie that an init without reaping keeps in the table counts as gone)."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (ProcessLookupError, FileNotFoundError):
         return False
-    return True
+    return state != "Z"
 
 
 def test_up_serves_a_search_and_stops_cleanly_on_ctrl_c(embedded_home, tmp_path):
@@ -159,3 +161,54 @@ def test_up_serves_a_search_and_stops_cleanly_on_ctrl_c(embedded_home, tmp_path)
             up.wait()
         for pid in _children(up.pid):
             os.kill(pid, signal.SIGKILL)
+
+
+def _start_up(home: Path, tmp_path: Path) -> tuple[subprocess.Popen, Callable[[], str]]:
+    port = _free_port()
+    log_path = tmp_path / "up.log"
+    with log_path.open("w") as log:
+        up = subprocess.Popen([sys.executable, "-m", "cli.main", "up", "--home", str(home), "--port", str(port)],
+                              cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    tail = lambda: log_path.read_text()[-4000:]  # noqa: E731
+
+    def ready() -> bool:
+        assert up.poll() is None, tail()
+        if not _children(up.pid):
+            return False
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_for(ready, 90, "thrifty-nas up to serve", interval=0.5, on_timeout=tail)
+    return up, tail
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_up_stops_its_worker_on_sigterm_and_sighup(embedded_home, tmp_path, signum):
+    """systemd, Docker and kill send SIGTERM: uvicorn re-raised it and the worker was left behind."""
+    up, tail = _start_up(embedded_home, tmp_path)
+    workers = _children(up.pid)
+    try:
+        up.send_signal(signum)
+        up.wait(timeout=60)
+        wait_for(lambda: not [pid for pid in workers if _alive(pid)], 30, "the worker to stop", on_timeout=tail)
+        assert "stopped" in tail()
+    finally:
+        for pid in [up.pid, *workers]:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_a_worker_whose_up_vanished_stops_by_itself(embedded_home, tmp_path):
+    up, tail = _start_up(embedded_home, tmp_path)
+    workers = _children(up.pid)
+    try:
+        up.kill()  # no cleanup can run
+        up.wait()
+        wait_for(lambda: not [pid for pid in workers if _alive(pid)], 30, "the orphaned worker to stop",
+                 on_timeout=tail)
+    finally:
+        for pid in workers:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
