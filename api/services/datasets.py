@@ -15,10 +15,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.errors import Conflict, Unprocessable
+from api.schemas import Name
 from api.services import uploads
 from api.services.paths import resolve_data_path
 from api.state import UploadLimits
@@ -35,6 +37,21 @@ def check_format(format: str | None) -> str | None:
         message = f"unknown dataset format {format!r}; known formats: {sorted(REGISTRY)} (or omit it to detect)"
         raise Unprocessable(message, code="validation_error", details={"fields": {"format": message}})
     return format
+
+
+_NAME = TypeAdapter(Name)
+
+
+def valid_name(value: str, field: str = "name") -> str:
+    """The same rules for a multipart upload's name as for JSON registration (``schemas.Name``):
+    1 to 200 characters, no control characters; 422 naming the field otherwise, never a silent cut."""
+    try:
+        return _NAME.validate_python(value)
+    except ValidationError:
+        shown = value[:40] + ("..." if len(value) > 40 else "")
+        raise Unprocessable(f"dataset name {shown!r} is not allowed: use 1 to 200 characters without control "
+                            f"characters" + ("; pass a 'name' field" if field == "file" else ""),
+                            code="validation_error", details={"fields": {field: "invalid dataset name"}}) from None
 
 
 def check_name_free(session: Session, owner_id: str, name: str) -> None:
@@ -134,7 +151,8 @@ def register_upload(
 
     ``work`` is the temp folder holding the archive; the caller removes it afterwards.
     """
-    name = (upload.name or uploads.name_from_filename(upload.filename)).strip()[:200]
+    name = valid_name(upload.name if upload.name is not None else uploads.name_from_filename(upload.filename),
+                      "name" if upload.name is not None else "file")
     check_format(upload.format)
     check_name_free(session, owner_id, name)
     kind = uploads.archive_kind(upload.archive)

@@ -107,7 +107,7 @@ async def receive_upload(request: Request, limit: int, folder: Path) -> Upload:
         return Upload(
             archive=target,
             filename=upload.filename or "upload",
-            name=name if isinstance(name, str) and name.strip() else None,
+            name=name if isinstance(name, str) else None,
             format=fmt if isinstance(fmt, str) and fmt.strip() else None,
         )
     finally:

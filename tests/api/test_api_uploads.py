@@ -200,3 +200,13 @@ def test_a_body_without_length_is_stopped_while_it_streams(tmp_path) -> None:
         asyncio.run(uploads.receive_upload(Request(scope, receive), 1_000, tmp_path))
     assert sum(sent) < 100_000 < len(body)  # refused after ~65 kB, not after reading it all
     assert not (tmp_path / "archive").exists()
+
+
+@pytest.mark.parametrize("name", ["bad\x00name", "tab\there", "x" * 5000, "   "])
+def test_upload_names_follow_the_json_registration_rules(client, alice, data_root, settings, factory, name) -> None:
+    response = _upload(client, alice[1], _zip_folder(data_root / "phantom", prefix="phantom/"), name=name)
+    assert response.status_code == 422, response.text
+    assert "name" in response.json()["error"]["details"]["fields"]
+    _nothing_left(settings, factory)
+    too_long_json = client.post("/v1/datasets", json={"name": "x" * 5000, "path": "phantom"}, headers=alice[1])
+    assert too_long_json.status_code == 422  # the same rule on both paths
