@@ -207,6 +207,7 @@ class Bench:
         train = self.run("nnunet", "train", [str(bin_ / "nnUNetv2_train"), "3", "2d", "all", "-tr",
                                              "nnUNetTrainer_ThriftyBudget", "-device", "cpu", *resume], env)
         pred = base / "pred_test"
+        pred.mkdir(parents=True, exist_ok=True)  # nnU-Net's sequential predictor does not create it
         script = ("import sys, torch\ntorch.set_num_threads(1)\n"
                   "from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor\n"
                   "p = nnUNetPredictor(use_mirroring=True, perform_everything_on_device=False,"
