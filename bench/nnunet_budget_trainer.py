@@ -12,6 +12,8 @@ augmentation and foreground oversampling. What changes:
   ends early when the budget runs out (on CPU one iteration of the planned batch takes
   about a minute);
 - one intra-op thread (nnU-Net sets all cores on CPU), a checkpoint every epoch (resume);
+- THRIFTY_BATCH_SIZE, when set, replaces the planned batch size (a variant the benchmark
+  reports under its own name; the default run keeps the plan's);
 - the final validation on the training folds is skipped: the benchmark predicts the test
   cases itself with nnU-Net's predictor.
 """
@@ -29,6 +31,8 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 class nnUNetTrainer_ThriftyBudget(nnUNetTrainer):  # noqa: N801 (nnU-Net's naming)
     def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
+        if os.environ.get("THRIFTY_BATCH_SIZE"):
+            self.configuration_manager.configuration["batch_size"] = int(os.environ["THRIFTY_BATCH_SIZE"])
         self.budget_s = float(os.environ["THRIFTY_BUDGET_MINUTES"]) * 60.0
         self.num_iterations_per_epoch = int(os.environ.get("THRIFTY_ITERS_PER_EPOCH", "5"))
         self.num_val_iterations_per_epoch = 1

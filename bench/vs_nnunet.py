@@ -194,19 +194,21 @@ class Bench:
         venv = self.nnunet_env()
         raw = self.nnunet_raw()
         base = self.work / "nnunet"
+        name = "nnunet" if not self.args.nnunet_batch_size else f"nnunet-b{self.args.nnunet_batch_size}"
         env = {"nnUNet_raw": str(raw), "nnUNet_preprocessed": str(base / "preprocessed"),
-               "nnUNet_results": str(base / "results"), "nnUNet_n_proc_DA": "0", "nnUNet_compile": "f",
-               "THRIFTY_BUDGET_MINUTES": str(self.args.budget_minutes)}
+               "nnUNet_results": str(self.work / name / "results"), "nnUNet_n_proc_DA": "0", "nnUNet_compile": "f",
+               "THRIFTY_BUDGET_MINUTES": str(self.args.budget_minutes),
+               "THRIFTY_BATCH_SIZE": str(self.args.nnunet_batch_size or "")}
         bin_ = venv / "bin"
         # The planner sets torch's threads to nnUNet_n_proc_DA, which must then be positive.
         self.run("nnunet", "plan_preprocess", [str(bin_ / "nnUNetv2_plan_and_preprocess"), "-d", "3",
                                                "--verify_dataset_integrity", "-c", "2d", "-np", "1"],
                  {**env, "nnUNet_n_proc_DA": "1"})
-        out = base / "results" / DATASET / "nnUNetTrainer_ThriftyBudget__nnUNetPlans__2d" / "fold_all"
+        out = self.work / name / "results" / DATASET / "nnUNetTrainer_ThriftyBudget__nnUNetPlans__2d" / "fold_all"
         resume = ["--c"] if (out / "checkpoint_latest.pth").exists() else []
-        train = self.run("nnunet", "train", [str(bin_ / "nnUNetv2_train"), "3", "2d", "all", "-tr",
+        train = self.run(name, "train", [str(bin_ / "nnUNetv2_train"), "3", "2d", "all", "-tr",
                                              "nnUNetTrainer_ThriftyBudget", "-device", "cpu", *resume], env)
-        pred = base / "pred_test"
+        pred = self.work / name / "pred_test"
         pred.mkdir(parents=True, exist_ok=True)  # nnU-Net's sequential predictor does not create it
         script = ("import sys, torch\ntorch.set_num_threads(1)\n"
                   "from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor\n"
@@ -215,11 +217,12 @@ class Bench:
                   "p.initialize_from_trained_model_folder(sys.argv[1], use_folds=('all',),"
                   " checkpoint_name='checkpoint_final.pth')\n"
                   "p.predict_from_files_sequential(sys.argv[2], sys.argv[3])\n")
-        predict = self.run("nnunet", "predict", [str(bin_ / "python"), "-c", script, str(out.parent),
+        predict = self.run(name, "predict", [str(bin_ / "python"), "-c", script, str(out.parent),
                                                  str(raw / DATASET / "imagesTs"), str(pred)], env)
         budget = json.loads((out / "thrifty_budget.json").read_text())
         plans = json.loads((base / "preprocessed" / DATASET / "nnUNetPlans.json").read_text())
-        return {"model": "nnU-Net 2d", "params": self.nnunet_params(venv, out), "pred_dir": pred,
+        return {"model": "nnU-Net 2d" + (f", batch {self.args.nnunet_batch_size}" if name != "nnunet" else ""),
+                "key": name, "params": self.nnunet_params(venv, out), "pred_dir": pred,
                 "train_seconds": budget["spent_s"], "search_seconds": None,
                 "epochs": budget["epochs_done"], "steps": budget["epochs_done"] * budget["iterations_per_epoch"],
                 "batch_size": budget["batch_size"], "working_size": budget["patch_size"],
@@ -246,15 +249,19 @@ class Bench:
                  *(["--deep-supervision"] if a.deep_supervision else []),
                  *(["--optimizer", a.optimizer] if a.optimizer else [])])
 
-    def retrain(self, model: str, arch: list[str], search_seconds: float | None = None) -> dict[str, Any]:
+    def retrain(self, model: str, arch: list[str], search_seconds: float | None = None,
+                reuse: str | None = None) -> dict[str, Any]:
+        """Retrain (or, with ``reuse``, take that model's finished retrain), predict the test cases."""
         data = self.thrifty_data()
-        out = self.work / model / "retrain"
+        out = self.work / (reuse or model) / "retrain"
         resume = ["--resume"] if (out / "last.pt").exists() else []
         val = ",".join(self.split["val"])
-        train = self.run(model, "retrain", [*self.thrifty_cli(), "retrain", "--data", str(data), "--out", str(out),
+        train = self.done(reuse, "retrain") if reuse else self.run(model, "retrain", [*self.thrifty_cli(), "retrain", "--data", str(data), "--out", str(out),
                                             *arch, *self.recipe(), "--epochs", "1000", "--val-cases", val,
                                             "--time-budget-minutes", str(self.args.budget_minutes),
                                             "--device", "cpu", "--json", *resume], cwd=ROOT)
+        if train is None:
+            raise StepFailed(f"{model}: --reuse-training needs a finished retrain of {reuse!r} first")
         pred = self.work / model / "pred_test"
         predict = self.run(model, "predict", [*self.thrifty_cli(), "predict", "--checkpoint", str(out / "best.pt"),
                                               "--input", str(data / "imagesTs"), "--output", str(pred),
@@ -293,7 +300,7 @@ class Bench:
         return model if not self.args.tag else f"{model}-{self.args.tag}"
 
     def baseline(self, name: str) -> dict[str, Any]:
-        row = self.retrain(self.dir(name), ["--arch", name])
+        row = self.retrain(self.dir(name), ["--arch", name], reuse=name if self.args.reuse_training else None)
         row["model"] = {"unet": "U-Net", "unetpp": "UNet++"}[name]
         return row
 
@@ -321,7 +328,7 @@ class Bench:
         row = {"nnunet": self.nnunet, "thrifty": self.thrifty,
                "unet": lambda: self.baseline("unet"), "unetpp": lambda: self.baseline("unetpp")}[name]()
         row["test"] = self.score(Path(row.pop("pred_dir")))
-        row["key"] = "nnunet" if name == "nnunet" else self.dir(name)
+        row.setdefault("key", self.dir(name))
         row["recipe"] = None if name == "nnunet" else " ".join(self.recipe() + (["--tta"] if self.args.tta else []))
         return row
 
@@ -381,6 +388,9 @@ def main() -> None:
     ap.add_argument("--models", default=",".join(MODELS), help=f"subset of {','.join(MODELS)}")
     ap.add_argument("--parallel", type=int, default=2, help="models trained at once (one thread each)")
     ap.add_argument("--eval-every", type=int, default=1, help="search: score the architecture half every N epochs")
+    ap.add_argument("--nnunet-batch-size", type=int, help="a variant: nnU-Net with this batch size, not the plan's")
+    ap.add_argument("--reuse-training", action="store_true",
+                    help="baselines: keep the untagged run's trained model, only predict again (e.g. with --tta)")
     ap.add_argument("--tag", default="", help="a name for this recipe variant (its own folders and rows)")
     ap.add_argument("--augmentation", choices=["none", "basic", "nnunet"], help="retrain augmentation")
     ap.add_argument("--deep-supervision", action="store_true", help="retrain with a loss on every head")
