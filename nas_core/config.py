@@ -100,6 +100,12 @@ class SearchConfig(_Config):
     arch_weight_decay: float = 1e-3
     early_stop_patience: int | None = None
     augmentation: str = "none"  # of the weight half's batches: none, basic or nnunet (as the retrain's)
+    # Latency-aware search (nas_core.latency): weight of E[latency] / target in the architecture loss
+    # (0: off); the target defaults to the expected latency of uniform architecture weights.
+    latency_weight: float = 0.0
+    latency_target_ms: float | None = None
+    # Parameter budget the derived genotype must respect (ops swapped for cheaper ones; None: any).
+    max_params: int | None = None
     # Score the architecture half every N epochs (and at the end); the genotype is recorded every epoch.
     eval_every: int = 1
     val_fraction: float = 0.2
@@ -140,6 +146,11 @@ class SearchConfig(_Config):
             "arch_lr": (0 <= self.arch_lr < 1, f"must be in [0, 1), got {self.arch_lr}"),
             "grad_clip": (0 < self.grad_clip <= 1e6, f"must be in (0, 1e6], got {self.grad_clip}"),
             "val_fraction": (0 <= self.val_fraction < 1, f"must be in [0, 1), got {self.val_fraction}"),
+            "max_params": (self.max_params is None or 1_000 <= self.max_params <= 10**9,
+                           f"must be between 1000 and 1e9 or null, got {self.max_params}"),
+            "latency_weight": (0 <= self.latency_weight <= 100, f"must be in [0, 100], got {self.latency_weight}"),
+            "latency_target_ms": (self.latency_target_ms is None or 0 < self.latency_target_ms <= 1e7,
+                                  f"must be in (0, 1e7] ms or null, got {self.latency_target_ms}"),
             "eval_every": (1 <= self.eval_every <= 10_000, f"must be between 1 and 10000, got {self.eval_every}"),
             "early_stop_patience": (self.early_stop_patience is None or 1 <= self.early_stop_patience <= 10_000,
                                     f"must be between 1 and 10000 or null, got {self.early_stop_patience}"),

@@ -8,6 +8,7 @@ nodes. Ops are keys of the edge's family in `nas_core.ops.OPS`.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -164,6 +165,47 @@ def derive_cell(alpha: torch.Tensor, beta: torch.Tensor, cell_type: CellType, no
         kept = sorted(scored, key=lambda s: (-s[0], s[1]))[:EDGES_PER_NODE]
         entries.extend((op, src) for _, src, op in sorted(kept, key=lambda s: s[1]))
     return entries
+
+
+def fit_params(genotype: Genotype, alphas: dict[CellType, torch.Tensor], betas: dict[CellType, torch.Tensor],
+               max_params: int, count: Callable[[Genotype], int]) -> Genotype:
+    """The genotype with ops swapped for cheaper ones until ``count(genotype) <= max_params``.
+
+    Greedy: each round, over every kept edge, try each op of the edge's family that has
+    fewer parameters than the kept one; take the swap that loses the least architecture
+    weight per parameter saved. Raises ``InvalidGenotype`` when even parameter-free ops on
+    every edge do not fit (the stem, the fuse convs and the heads have parameters too).
+    """
+    cells = {t: list(genotype.cell(t)) for t in CellType}
+    weights = {t: edge_weights(alphas[t], betas[t], t, genotype.nodes) for t in CellType}
+    edges = {t: {(e.node, e.src): e for e in cell_edges(t, genotype.nodes)} for t in CellType}
+
+    def build() -> Genotype:
+        return Genotype(C=genotype.C, depth=genotype.depth, nodes=genotype.nodes,
+                        dn=tuple(cells[CellType.DN]), up=tuple(cells[CellType.UP]))
+
+    current = count(build())
+    while current > max_params:
+        best: tuple[float, CellType, int, str, int] | None = None
+        for t in CellType:
+            for i, (op, src) in enumerate(cells[t]):
+                e = edges[t][(i // EDGES_PER_NODE, src)]
+                for other in op_names(e.family):
+                    if other in ("none", op):
+                        continue
+                    cells[t][i] = (other, src)
+                    params = count(build())
+                    cells[t][i] = (op, src)
+                    if params < current:
+                        loss = (weights[t][e.index][op] - weights[t][e.index][other]) / (current - params)
+                        if best is None or loss < best[0]:
+                            best = (loss, t, i, other, params)
+        if best is None:
+            raise InvalidGenotype(f"no genotype of this space fits max_params={max_params}: the smallest has "
+                                  f"{current} parameters; raise max_params or lower channels")
+        _, t, i, other, current = best
+        cells[t][i] = (other, cells[t][i][1])
+    return build()
 
 
 def derive(alphas: dict[CellType, torch.Tensor], betas: dict[CellType, torch.Tensor], *,

@@ -24,9 +24,11 @@ import torch
 from nas_core.callbacks import Callbacks, EpochRecord, StepEvent
 from nas_core.checkpoint import check_resumable, load_checkpoint, save_checkpoint
 from nas_core.config import SearchConfig
-from nas_core.genotype import Genotype
+from nas_core.genotype import Genotype, fit_params
+from nas_core.latency import LatencyLoss, expected_latency, latency_table, measure_network_ms
 from nas_core.loop import BatchStream, check_stop, checked, evaluate, mean_dsc
 from nas_core.losses import DeepSupervisionLoss, DiceCELoss
+from nas_core.models import build_model, count_parameters
 from nas_core.pipeline import PreparedData, make_augmenter, prepare_search_data
 from nas_core.runtime import (
     autocast,
@@ -40,6 +42,7 @@ from nas_core.runtime import (
 )
 from nas_core.schedule import RunClock, cosine
 from nas_core.supernet import SearchNetwork
+from nas_core.topology import CellType
 
 LAST = "last.pt"
 ALPHAS = "alphas.jsonl"
@@ -61,7 +64,8 @@ class SearchResult:
 class _Search:
     """One search run: state plus the epoch loop; `run()` is the only entry point."""
 
-    def __init__(self, data: PreparedData, config: SearchConfig, out_dir: Path, callbacks: Callbacks) -> None:
+    def __init__(self, data: PreparedData, config: SearchConfig, out_dir: Path, callbacks: Callbacks,
+                 cache_dir: Path | None = None) -> None:
         self.data, self.config, self.out_dir, self.cb = data, config, out_dir, callbacks
         self.device = resolve_device(config.device)
         configure_backend(self.device, config.cpu_threads)
@@ -74,6 +78,12 @@ class _Search:
                                      weight_decay=config.w_weight_decay)
         self.clock = RunClock(config.epochs, config.time_budget_minutes)
         self.augment = make_augmenter(config)
+        self.latency = None
+        if config.latency_weight > 0:  # measured once per device kind and size, then read from the cache
+            table = latency_table(config.channels, config.depth, config.image_size, self.device,
+                                  cache_dir=(cache_dir or out_dir) / "latency")
+            self.latency = LatencyLoss(table, config.depth, config.nodes, config.latency_weight,
+                                       config.latency_target_ms)
         self.a_opt = torch.optim.Adam(self.model.arch_parameters(), lr=config.arch_lr, betas=config.arch_betas,
                                       weight_decay=config.arch_weight_decay)
         self.history: list[dict[str, Any]] = []
@@ -86,7 +96,7 @@ class _Search:
             "kind": "search", "epoch": epoch,
             "architecture": {"supernet": {"channels": self.config.channels, "depth": self.config.depth,
                                           "nodes": self.config.nodes, "k": self.config.k}},
-            "genotype": self.model.genotype().to_dict(),
+            "genotype": self.derived().to_dict(),
             **self.data.describe(), "config": self.config.to_dict(),
             "model": self.model.state_dict(),
             "optimizers": {"weights": self.w_opt.state_dict(), "arch": self.a_opt.state_dict()},
@@ -138,6 +148,8 @@ class _Search:
                 self.a_opt.zero_grad(set_to_none=True)
                 with autocast(self.device, self.amp):
                     loss_a = self.criterion(self.model(xa), ya)
+                if self.latency is not None:
+                    loss_a = loss_a + self.latency({t: self.model.alphas[t.value] for t in CellType})
                 a_loss += checked(loss_a, epoch, step, DIVERGED_HINT)
                 loss_a.backward()
                 self.a_opt.step()
@@ -170,7 +182,7 @@ class _Search:
                 if (epoch + 1) % cfg.eval_every == 0 or last:
                     dsc = mean_dsc(evaluate(self.model, self.data.arch, self.device, self.data.num_classes,
                                             self.amp))
-                genotype = self.model.genotype()
+                genotype = self.derived()
                 record = EpochRecord(
                     "search", epoch, cfg.epochs,
                     metrics={"train": train, "arch": {"dsc": dsc}},
@@ -188,7 +200,7 @@ class _Search:
                 self.persist(len(self.history), Genotype.from_dict(self.history[-1]["genotype"]))
         finally:
             free_device_memory(self.device)
-        genotype = Genotype.from_dict(self.history[-1]["genotype"]) if self.history else self.model.genotype()
+        genotype = Genotype.from_dict(self.history[-1]["genotype"]) if self.history else self.derived()
         described = self.data.describe()["dataset"]
         summary = {"genotype": genotype.to_dict(), "epochs_run": len(self.history), "stopped_early": stopped_early,
                    "stopped_by": ("genotype_stable" if stopped_early else
@@ -196,9 +208,40 @@ class _Search:
                    "final_arch_dsc": next((h["metrics"]["arch"]["dsc"] for h in reversed(self.history)
                                            if h["metrics"]["arch"]["dsc"] is not None), None),
                    "seconds": self.clock.spent_s, "dataset": described,
-                   "search_cases": sorted({*described["train_cases"], *described["held_out_cases"]})}
+                   "search_cases": sorted({*described["train_cases"], *described["held_out_cases"]}),
+                   **self.genotype_cost(genotype)}
         (self.out_dir / SUMMARY).write_text(json.dumps(summary, indent=2))
         return SearchResult(genotype, self.history, self.out_dir, len(self.history), stopped_early, summary)
+
+    def derived(self) -> Genotype:
+        """The genotype of the current architecture weights, within ``max_params`` when set."""
+        genotype = self.model.genotype()
+        if self.config.max_params is None:
+            return genotype
+        in_ch, classes = self.data.in_channels, self.data.num_classes
+
+        def count(g: Genotype) -> int:
+            with torch.device("meta"):  # shapes only: no memory, no initialisation
+                return count_parameters(build_model({"genotype": g}, in_ch, classes, pad=False))
+
+        return fit_params(genotype, {t: self.model.alphas[t.value].detach().cpu() for t in CellType},
+                          {t: self.model.betas[t.value].detach().cpu() for t in CellType}, self.config.max_params,
+                          count)
+
+    def genotype_cost(self, genotype: Genotype) -> dict[str, Any]:
+        """The found network's parameters and measured latency (batch 1, working size, this device),
+        and the latency objective's table when the search used one."""
+        net = build_model({"genotype": genotype}, self.data.in_channels, self.data.num_classes)
+        cost: dict[str, Any] = {
+            "genotype_params": count_parameters(net),
+            "genotype_latency_ms": measure_network_ms(net, self.data.in_channels, self.config.image_size, self.device),
+            "latency_device": str(self.device)}
+        if self.latency is not None:
+            alphas = {t: self.model.alphas[t.value].detach().cpu() for t in CellType}
+            cost["latency_objective"] = {**self.latency.describe(),
+                                         "expected_ms": float(expected_latency(alphas, self.latency.costs,
+                                                                               self.config.nodes))}
+        return cost
 
     def persist(self, epochs_done: int, genotype: Genotype) -> None:
         path = save_checkpoint(self.state(epochs_done), self.out_dir / LAST)
@@ -235,7 +278,7 @@ def run_search(data: str | Path | PreparedData, config: SearchConfig, out_dir: s
     out_dir.mkdir(parents=True, exist_ok=True)
     prepared = data if isinstance(data, PreparedData) else prepare_search_data(
         Path(data), config, cache_dir=cache_dir, data_format=data_format)
-    search = _Search(prepared, config, out_dir, callbacks or Callbacks())
+    search = _Search(prepared, config, out_dir, callbacks or Callbacks(), cache_dir=cache_dir)
     if resume and (out_dir / LAST).exists():
         search.restore(out_dir / LAST)
     return search.run()
