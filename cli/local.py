@@ -101,6 +101,12 @@ def search(
     early_stop_patience: Annotated[int | None, typer.Option("--early-stop-patience")] = None,
     eval_every: Annotated[int | None, typer.Option(
         "--eval-every", help="score the architecture half every N epochs (and at the end)")] = None,
+    latency_weight: Annotated[float | None, typer.Option(
+        "--latency-weight", help="weight of the expected latency in the architecture loss (0: off)")] = None,
+    latency_target_ms: Annotated[float | None, typer.Option(
+        "--latency-target-ms", help="latency the term is relative to (default: uniform weights')")] = None,
+    max_params: Annotated[int | None, typer.Option(
+        "--max-params", help="parameter budget the derived genotype must respect")] = None,
     steps_per_epoch: Annotated[int | None, typer.Option("--steps-per-epoch")] = None,
     device: Annotated[str | None, typer.Option()] = None,
     time_budget_minutes: BudgetOpt = None,
@@ -120,6 +126,7 @@ def search(
                             early_stop_patience=early_stop_patience, steps_per_epoch=steps_per_epoch,
                             device=device, time_budget_minutes=time_budget_minutes, eval_every=eval_every,
                             augmentation=augmentation, deep_supervision=deep_supervision,
+                            latency_weight=latency_weight, latency_target_ms=latency_target_ms, max_params=max_params,
                             val_cases=_cases(val_cases), test_cases=_cases(test_cases))
     _require_dir(data)
     with ProgressBar("search", quiet=as_json) as bar:
