@@ -79,6 +79,10 @@ def publish(session: Session, plan: JobPlan, outputs: Iterable[Output], history:
         genotype = result.genotype.to_dict()
         save_genotype(session, owner_id=plan.owner_id, genotype=genotype, job_id=plan.job_id, epoch=None,
                       params=genotype_params(plan, genotype))
+        found = {k: result.summary.get(k) for k in ("genotype_params", "genotype_latency_ms", "latency_device")}
+        if found["genotype_latency_ms"] is not None:  # its cost beside its DSC, for the API and the dashboard
+            job = session.get(Job, plan.job_id)
+            job.latest_metrics = {**(job.latest_metrics or {}), "found": json_safe(found)}
     else:
         record_case_scores(session, plan.job_id, case_scores(result.metrics["best"]))
         if result.metrics.get("test") is not None:  # scored once, on cases that chose nothing

@@ -85,6 +85,8 @@ def test_search_job_succeeds_with_progress_history_genotype_and_artefacts(search
     job = job_row(sessions, searched.job_id)
     assert (job.status, job.error, job.progress, job.epoch, job.attempt) == ("succeeded", None, 1.0, 2, 1)
     assert job.latest_metrics["epoch"] == 2 and 0.0 <= job.latest_metrics["arch"]["dsc"] <= 1.0
+    found = job.latest_metrics["found"]  # the found network's cost, beside its DSC
+    assert found["genotype_params"] > 0 and found["genotype_latency_ms"] > 0 and found["latency_device"] == "cpu"
     # the row showed each finished epoch while the run went on, with a live lease
     assert [(epoch, progress) for epoch, progress, _ in searched.watch.rows] == [(1, 0.5), (2, 1.0)]
     assert all(lease > utcnow() - timedelta(minutes=1) for _, _, lease in searched.watch.rows)
