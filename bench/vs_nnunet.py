@@ -267,7 +267,8 @@ class Bench:
                                               "--input", str(data / "imagesTs"), "--output", str(pred),
                                               *(["--tta"] if self.args.tta else []), "--json"], cwd=ROOT)
         metrics = json.loads((out / "metrics.json").read_text())
-        return {"model": model, "tag": self.args.tag, "params": metrics["params"], "pred_dir": pred,
+        latency = self.latency_ms(out / "best.pt", metrics["working_size"][0])
+        return {"model": model, "tag": self.args.tag, "latency_ms": latency, "params": metrics["params"], "pred_dir": pred,
                 "train_seconds": metrics["elapsed_seconds"], "search_seconds": search_seconds,
                 "epochs": metrics["epochs_run"], "steps": metrics.get("steps_run"),
                 "best_epoch": metrics["best_epoch"], "working_size": metrics.get("working_size"),
@@ -275,6 +276,16 @@ class Bench:
                 "test_dsc_engine": (metrics.get("test") or {}).get("mean_dsc"),
                 "infer_seconds_per_case": predict["seconds"] / len(self.split["test"]),
                 "peak_rss_mb": max(train["peak_rss_mb"], predict["peak_rss_mb"])}
+
+    def latency_ms(self, checkpoint: Path, size: int) -> float:
+        """Forward time of the trained network, batch 1 at its working size, one thread (median of 10)."""
+        script = ("import sys, torch\ntorch.set_num_threads(1)\nfrom nas_core.checkpoint import load_model\n"
+                  "from nas_core.latency import measure_network_ms\n"
+                  "model, meta = load_model(sys.argv[1], 'cpu')\n"
+                  "print(measure_network_ms(model, meta['in_channels'], int(sys.argv[2]), torch.device('cpu'), reps=10))")
+        res = subprocess.run([sys.executable, "-c", script, str(checkpoint), str(size)], cwd=ROOT, check=True,
+                             capture_output=True, text=True, env={**os.environ, **ONE_THREAD})
+        return float(res.stdout.strip().splitlines()[-1])
 
     def thrifty(self) -> dict[str, Any]:
         data = self.thrifty_data()
@@ -286,12 +297,16 @@ class Bench:
             *self.thrifty_cli(), "search", "--data", str(data), "--out", str(out), "--epochs", str(a.search_epochs),
             "--warmup-epochs", str(a.search_epochs * 3 // 10), "--channels", str(a.search_channels),
             "--image-size", str(a.search_image_size), "--steps-per-epoch", "20", "--eval-every", str(a.eval_every),
+            *(["--latency-weight", str(a.latency_weight)] if a.latency_weight else []),
             "--val-cases", ",".join(self.split["val"]), "--time-budget-minutes", str(a.search_minutes),
             "--device", "cpu", "--json", *resume], cwd=ROOT)
         row = self.retrain(name, ["--genotype", str(out / "genotype.json"), "--channels", str(a.channels)],
                            search_seconds=json.loads((out / "summary.json").read_text())["seconds"])
         row["model"] = "Thrifty (searched)"
-        row["genotype"] = json.loads((out / "genotype.json").read_text())
+        summary = json.loads((out / "summary.json").read_text())
+        row["genotype"] = summary["genotype"]
+        row["search_epochs"] = summary["epochs_run"]
+        row["genotype_latency_ms_at_search_size"] = summary.get("genotype_latency_ms")
         row["peak_rss_mb"] = max(row["peak_rss_mb"], search["peak_rss_mb"])
         return row
 
@@ -362,8 +377,8 @@ def machine() -> str:
 
 def table(rows: list[dict[str, Any]]) -> str:
     head = ("| model | params | RV | MYO | LV | mean DSC (± std over cases) | train s | search s | "
-            "epochs | infer s/case | peak MB |")
-    lines = [head.replace("| model |", "| model | variant |"), "|" + "---|" * 12]
+            "epochs | infer s/case | latency ms | peak MB |")
+    lines = [head.replace("| model |", "| model | variant |"), "|" + "---|" * 13]
     fmt = lambda v, spec=".3f": "-" if v is None else format(v, spec)  # noqa: E731
     for r in rows:
         t = r["test"]
@@ -371,6 +386,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         lines.append(f"| {r['model']} | {r.get('key', '')} | {r['params']:,} | {' | '.join(cls)} | {fmt(t['mean_dsc'])} ± "
                      f"{fmt(t['mean_dsc_std_over_cases'])} | {fmt(r['train_seconds'], '.0f')} | "
                      f"{fmt(r['search_seconds'], '.0f')} | {r['epochs']} | {fmt(r['infer_seconds_per_case'], '.1f')} | "
+                     f"{fmt(r.get('latency_ms'), '.0f')} | "
                      f"{fmt(r['peak_rss_mb'], ',.0f')} |")
     return "\n".join(lines)
 
@@ -387,6 +403,7 @@ def main() -> None:
     ap.add_argument("--channels", type=int, default=32, help="Thrifty's width at retrain")
     ap.add_argument("--models", default=",".join(MODELS), help=f"subset of {','.join(MODELS)}")
     ap.add_argument("--parallel", type=int, default=2, help="models trained at once (one thread each)")
+    ap.add_argument("--latency-weight", type=float, default=0.0, help="search: latency-aware, with this weight")
     ap.add_argument("--eval-every", type=int, default=1, help="search: score the architecture half every N epochs")
     ap.add_argument("--nnunet-batch-size", type=int, help="a variant: nnU-Net with this batch size, not the plan's")
     ap.add_argument("--reuse-training", action="store_true",
