@@ -231,9 +231,12 @@ class Bench:
                 "peak_rss_mb": max(train["peak_rss_mb"], predict["peak_rss_mb"])}
 
     def nnunet_params(self, venv: Path, out: Path) -> int:
+        # The decoder holds a reference to the encoder, so the state dict lists encoder tensors twice
+        # (encoder.* and decoder.encoder.*, one storage): count each storage once.
         script = ("import sys, torch\nsd = torch.load(sys.argv[1], map_location='cpu', weights_only=False)"
-                  "['network_weights']\nprint(sum(v.numel() for k, v in sd.items()"
-                  " if not k.endswith(('running_mean', 'running_var', 'num_batches_tracked'))))")
+                  "['network_weights']\nseen = {v.data_ptr(): v.numel() for k, v in sd.items()"
+                  " if not k.endswith(('running_mean', 'running_var', 'num_batches_tracked'))}\n"
+                  "print(sum(seen.values()))")
         res = subprocess.run([str(venv / "bin" / "python"), "-c", script, str(out / "checkpoint_final.pth")],
                              check=True, capture_output=True, text=True)
         return int(res.stdout.strip().splitlines()[-1])
