@@ -16,7 +16,19 @@ from cli.progress import ProgressBar
 console = Console()
 
 DataOpt = Annotated[Path, typer.Option("--data", help="dataset folder (nnU-Net/MSD, PROMISE12, CHAOS CT, 2D folder)")]
-FormatOpt = Annotated[str | None, typer.Option("--format", help="dataset format; auto-detected when omitted")]
+# The dataset readers' names (nas_core.data.REGISTRY, checked by a test; listed here so that the
+# command line starts without importing the ML stack).
+FORMATS = ("nnunet", "promise12", "chaos_ct", "folder2d")
+FORMAT_HELP = f"dataset format, one of {', '.join(FORMATS)}; auto-detected when omitted"
+
+
+def check_format(value: str | None) -> str | None:
+    if value is not None and value not in FORMATS:
+        raise typer.BadParameter(f"{value!r} is not a dataset format; choose one of {', '.join(FORMATS)}")
+    return value
+
+
+FormatOpt = Annotated[str | None, typer.Option("--format", help=FORMAT_HELP, callback=check_format)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object for scripts")]
 BudgetOpt = Annotated[float | None, typer.Option(
     "--time-budget-minutes", help="stop after this much wall-clock time; the schedule is laid over it")]

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 import typer
 
 from cli import plots
+from cli.local import FORMAT_HELP, check_format
 from cli.remote_errors import err_console, remote_errors
 from cli.remote_output import (
     DownloadBar,
@@ -73,7 +74,7 @@ def _show(obj: Any, as_json: bool, render: Callable[[Any], Any]) -> None:
 def datasets_add(
     name: Annotated[str, typer.Argument(help="a name unique among your datasets")],
     path: Annotated[str, typer.Argument(help="folder on the SERVER, under one of its data roots")],
-    data_format: Annotated[str | None, typer.Option("--format", help="nnunet, promise12, chaos_ct, folder2d")] = None,
+    data_format: Annotated[str | None, typer.Option("--format", help=FORMAT_HELP, callback=check_format)] = None,
     url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Register a dataset already on the server (verified file by file first)."""
@@ -87,7 +88,7 @@ def datasets_add(
 def datasets_upload(
     name: Annotated[str, typer.Argument(help="a name unique among your datasets")],
     archive: Annotated[Path, typer.Argument(help="a .zip, .tar or .tar.gz of the dataset folder")],
-    data_format: Annotated[str | None, typer.Option("--format", help="nnunet, promise12, chaos_ct, folder2d")] = None,
+    data_format: Annotated[str | None, typer.Option("--format", help=FORMAT_HELP, callback=check_format)] = None,
     url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Upload a dataset archive; the server unpacks and verifies it."""

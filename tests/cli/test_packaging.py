@@ -31,3 +31,14 @@ def test_version_flag() -> None:
     result = CliRunner().invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output.startswith("thrifty-nas ")
     assert re.search(r"\d+\.\d+\.\d+|not installed", result.output)
+
+
+def test_format_choices_are_the_registered_readers() -> None:
+    from cli.local import FORMATS
+    from nas_core.data import REGISTRY
+
+    assert FORMATS == tuple(REGISTRY)
+    from cli.main import app
+
+    result = CliRunner().invoke(app, ["verify", "--data", ".", "--format", "dicomish"])
+    assert result.exit_code == 2 and "nnunet" in result.output and "folder2d" in result.output
