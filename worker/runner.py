@@ -192,7 +192,8 @@ def _run_claimed(control: JobControl, settings: Settings, observers: Sequence[Ca
         log.info("job %s (%s) running on %s in %s", job_id, plan.kind.value, control.worker_id, plan.out_dir)
         check_fits(plan)
         remove_partial_checkpoints(plan.out_dir)
-        callbacks = Chain(StoreCallbacks(control, settings.lease_seconds, progress_every), *observers)
+        callbacks = Chain(StoreCallbacks(control, settings.lease_seconds, progress_every,
+                                         poll_every=settings.cancel_poll_seconds), *observers)
         result = _run_engine(plan, callbacks)
         store = ArtifactStore(settings.artifact_dir)
         outputs = [*copy_outputs(plan, store), *package_model(plan, store)]
