@@ -28,7 +28,7 @@ def test_cancel_is_polled_at_most_once_a_second_and_still_seen_within_one(sessio
     queries: list[str] = []
 
     def count(conn, cursor, statement, *args) -> None:
-        if "cancel_requested" in statement:
+        if statement.startswith("SELECT jobs.status, jobs.worker_id, jobs.cancel_requested"):  # the poll
             queries.append(statement)
 
     event.listen(engine, "before_cursor_execute", count)
