@@ -15,6 +15,8 @@ from client.download import CHUNK, DownloadProgress, ProgressFn, download_artifa
 from client.errors import ApiError, NotFound, error_for
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+RETRY_STATUSES = frozenset({502, 503, 504})
 MAIN_ARTIFACT = {"retrain": "best.pt", "search": "last.pt"}
 
 
@@ -22,9 +24,12 @@ class Client:
     """A thin, typed wrapper over the REST API; every method returns the JSON the server sent."""
 
     def __init__(self, url: str, api_key: str | None = None, timeout: float = 30.0,
-                 transport: httpx.BaseTransport | None = None) -> None:
+                 transport: httpx.BaseTransport | None = None, retry_for: float = 120.0) -> None:
+        """``retry_for``: how long (seconds, in all) an idempotent call keeps retrying a 502/503/504
+        or a connection error, honouring ``Retry-After``; 0 never retries."""
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout, transport=transport)
+        self.retry_for = retry_for
 
     def close(self) -> None:
         self.http.close()
@@ -35,8 +40,31 @@ class Client:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One call, retried while it is safe (idempotent methods, and POSTs that carry an
+        ``Idempotency-Key``) on 502/503/504 and connection errors, backing off from 0.5 s to
+        10 s or as ``Retry-After`` asks, for at most ``retry_for`` seconds in all."""
+        safe = method.upper() in IDEMPOTENT or "Idempotency-Key" in (kwargs.get("headers") or {})
+        deadline = time.monotonic() + (self.retry_for if safe else 0.0)
+        delay = 0.5
+        while True:
+            try:
+                response = self.http.request(method, path, **kwargs)
+            except httpx.TransportError:
+                if time.monotonic() + delay > deadline:
+                    raise
+                wait = delay
+            else:
+                if response.status_code not in RETRY_STATUSES or time.monotonic() >= deadline:
+                    return response
+                wait = _retry_after(response, delay)
+                if time.monotonic() + wait > deadline:
+                    return response
+            time.sleep(wait)
+            delay = min(delay * 2, 10.0)
+
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        response = self.http.request(method, path, **kwargs)
+        response = self._send(method, path, **kwargs)
         if response.status_code >= 400:
             try:
                 body = response.json()
@@ -124,8 +152,9 @@ class Client:
                                    f"(progress {job.get('progress')})")
             time.sleep(poll)
 
-    def wait(self, job_id: str, timeout: float = 3600.0, poll: float = 1.0) -> dict[str, Any]:
-        """Poll until the job ends; raises TimeoutError with its last state."""
+    def wait(self, job_id: str, timeout: float | None = None, poll: float = 1.0) -> dict[str, Any]:
+        """Poll until the job ends (jobs run for hours: no limit unless ``timeout`` seconds are
+        given, then TimeoutError with its last state). A 503 while polling is retried."""
         return collections.deque(self.watch(job_id, poll=poll, timeout=timeout), maxlen=1)[0]
 
     def alphas(self, job_id: str) -> list[dict[str, Any]]:
@@ -190,6 +219,12 @@ class Client:
             cursor = body.get("next_cursor")
             if not cursor:
                 return
+
+
+def _retry_after(response: httpx.Response, default: float) -> float:
+    """Seconds the server asks to wait (``Retry-After`` in seconds), else ``default``; capped at 60."""
+    value = response.headers.get("Retry-After", "").strip()
+    return min(float(value), 60.0) if value.isascii() and value.isdigit() else default
 
 
 __all__ = ["ApiError", "Client", "DownloadProgress"]
