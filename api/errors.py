@@ -82,6 +82,14 @@ class PayloadTooLarge(ApiError):
     status_code, code = 413, "payload_too_large"
 
 
+class TooManyRequests(ApiError):
+    status_code, code = 429, "too_many_requests"
+
+
+class InsufficientStorage(ApiError):
+    status_code, code = 507, "insufficient_storage"
+
+
 class UnsupportedMediaType(ApiError):
     status_code, code = 415, "unsupported_media_type"
 
@@ -278,6 +286,8 @@ ERROR_DESCRIPTIONS = {
     415: "Unsupported Content-Type",
     416: "Requested byte range not satisfiable",
     422: "Invalid input; `details.fields` maps each bad field to its reason",
+    429: "Too many uploads of yours at once; retry when one has finished",
+    507: "Not enough free disk space on the server for this archive",
     503: "Database (or broker) unavailable; retry later",
 }
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
@@ -30,14 +32,17 @@ POSTGRES_CONNECT_TIMEOUT_S = 5
 class UploadLimits:
     """Refusals applied to an uploaded archive before anything is extracted.
 
-    An archive is a bomb when its members declare more than ``bomb_ratio`` times the
-    archive's size AND more than ``bomb_floor_bytes`` in total (both, so that a small,
-    well-compressed dataset passes). Extraction also counts the bytes actually written.
+    An archive is a bomb when its members declare at least ``bomb_ratio`` times the
+    archive's size AND at least ``bomb_floor_bytes`` in total (both, so that a small,
+    well-compressed dataset passes). Extraction also counts the bytes actually written and
+    stops the moment they pass that limit, after checking the disk has room for them. A
+    user may have ``max_concurrent_per_user`` uploads in flight at once.
     """
 
     max_members: int = 10_000
     bomb_ratio: float = 100.0
-    bomb_floor_bytes: int = GIB
+    bomb_floor_bytes: int = 256 * 1024**2
+    max_concurrent_per_user: int = 2
 
 
 class AppState:
@@ -47,6 +52,23 @@ class AppState:
         self._engine: Engine | None = None
         self._sessionmaker: sessionmaker[Session] | None = None
         self._lock = threading.Lock()
+        self._uploads: dict[str, int] = {}
+
+    @contextmanager
+    def upload_slot(self, user_id: str) -> Iterator[None]:
+        """One of the user's ``max_concurrent_per_user`` upload slots; 429 when all are taken."""
+        from api.errors import TooManyRequests
+
+        with self._lock:
+            if self._uploads.get(user_id, 0) >= self.upload_limits.max_concurrent_per_user:
+                raise TooManyRequests(f"you already have {self._uploads[user_id]} uploads in progress; "
+                                      f"retry when one has finished", headers={"Retry-After": "5"})
+            self._uploads[user_id] = self._uploads.get(user_id, 0) + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._uploads[user_id] -= 1
 
     @property
     def settings(self) -> Settings:

@@ -51,7 +51,7 @@ async def _json_body(request: Request) -> DatasetRegister:
     status_code=201,
     response_model=DatasetDetail,
     summary="Register a dataset (a server path as JSON, or a multipart archive upload)",
-    responses=error_responses(400, 409, 413, 415),
+    responses=error_responses(400, 409, 413, 415, 429, 507),
     openapi_extra=REGISTER_BODY,
 )
 async def register_dataset(
@@ -61,14 +61,15 @@ async def register_dataset(
     media_type = request.headers.get("content-type", "").lower().split(";", 1)[0].strip()  # exact, not a prefix
     settings = state.settings
     if media_type == "multipart/form-data":
-        work = await run_in_threadpool(new_upload_folder, settings)
-        try:
-            upload = await receive_upload(request, settings.max_upload_bytes, work)
-            dataset = await run_in_threadpool(
-                register_upload, session, settings, state.upload_limits, user.id, upload, work
-            )
-        finally:
-            await run_in_threadpool(shutil.rmtree, work, True)
+        with state.upload_slot(user.id):  # a user's uploads in flight are bounded (429)
+            work = await run_in_threadpool(new_upload_folder, settings)
+            try:
+                upload = await receive_upload(request, settings.max_upload_bytes, work)
+                dataset = await run_in_threadpool(
+                    register_upload, session, settings, state.upload_limits, user.id, upload, work
+                )
+            finally:
+                await run_in_threadpool(shutil.rmtree, work, True)
     elif media_type == "application/json":
         body = await _json_body(request)
         dataset = await run_in_threadpool(

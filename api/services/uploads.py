@@ -24,10 +24,11 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.types import Message
 
-from api.errors import BadRequest, PayloadTooLarge, Unprocessable
+from api.errors import BadRequest, InsufficientStorage, PayloadTooLarge, Unprocessable
 from api.state import UploadLimits
 
 CHUNK = 1024 * 1024
+DISK_MARGIN = 64 * 1024**2  # left free after an extraction
 FORM_OVERHEAD_BYTES = 64 * 1024  # multipart boundaries and the small text fields
 ARCHIVE_SUFFIXES = (".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".tar", ".zip")
 IGNORED_TOP_LEVEL = {"__MACOSX"}
@@ -210,9 +211,9 @@ def scan(path: Path, kind: str, limits: UploadLimits) -> list[Member]:
                         f"archive has more than {limits.max_members} members; pack fewer, larger files",
                         code="too_many_members",
                     )
-                if total > bomb_at:
+                if total >= bomb_at:
                     raise UnsafeArchive(
-                        f"archive expands to more than {int(bomb_at)} bytes ({limits.bomb_ratio:g}x its "
+                        f"archive expands to {int(bomb_at)} bytes or more ({limits.bomb_ratio:g}x its "
                         f"{archive_size} bytes): refused as a decompression bomb",
                         code="archive_bomb",
                         details={"archive_bytes": archive_size, "declared_bytes_so_far": total},
@@ -250,6 +251,13 @@ def _entries(archive: zipfile.ZipFile | tarfile.TarFile) -> list[tuple[str, Info
 def extract(path: Path, kind: str, dest: Path, limits: UploadLimits) -> None:
     """Check, then write the regular files and folders of the archive into the empty folder ``dest``."""
     members = scan(path, kind, limits)
+    declared = sum(m.size for m in members)
+    free = shutil.disk_usage(dest).free
+    if declared + DISK_MARGIN > free:
+        raise InsufficientStorage(f"the archive expands to {declared} bytes and the server has {free} bytes free; "
+                                  f"try again later or upload a smaller dataset",
+                                  details={"declared_bytes": declared, "free_bytes": free})
+    budget = _Budget(max(limits.bomb_ratio * path.stat().st_size, limits.bomb_floor_bytes))
     dest_real = dest.resolve()
     try:
         with _open(path, kind) as archive:
@@ -263,7 +271,7 @@ def extract(path: Path, kind: str, dest: Path, limits: UploadLimits) -> None:
                     target.mkdir(parents=True, exist_ok=True)
                     continue
                 target.parent.mkdir(parents=True, exist_ok=True)
-                _copy_member(archive, member, raw, info, target)
+                _copy_member(archive, member, raw, info, target, budget)
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, NotImplementedError) as exc:
         raise BadRequest(f"archive is damaged or unreadable: {exc}", code="bad_archive") from None
     except (FileExistsError, NotADirectoryError, IsADirectoryError) as exc:
@@ -273,8 +281,21 @@ def extract(path: Path, kind: str, dest: Path, limits: UploadLimits) -> None:
                             f"{name}", code="conflicting_members", details={"member": name}) from None
 
 
+class _Budget:
+    """A running count of the bytes extraction writes, refused the moment it reaches the limit."""
+
+    def __init__(self, limit: float) -> None:
+        self.limit, self.written = limit, 0
+
+    def spend(self, n: int) -> None:
+        self.written += n
+        if self.written >= self.limit:
+            raise UnsafeArchive(f"archive expands to {int(self.limit)} bytes or more: refused as a "
+                                f"decompression bomb", code="archive_bomb")
+
+
 def _copy_member(
-    archive: zipfile.ZipFile | tarfile.TarFile, member: Member, raw: str, info: Info, target: Path
+    archive: zipfile.ZipFile | tarfile.TarFile, member: Member, raw: str, info: Info, target: Path, budget: _Budget
 ) -> None:
     written = 0
     with _member_stream(archive, info) as src, open(target, "xb") as out:
@@ -285,6 +306,7 @@ def _copy_member(
                     f"archive member {raw!r} expands beyond the {member.size} bytes it declares",
                     code="archive_bomb",
                 )
+            budget.spend(len(chunk))
             out.write(chunk)
     os.chmod(target, 0o644)
 

@@ -140,7 +140,7 @@ def untouched(tmp_path, data_root, settings, factory, monkeypatch) -> Callable[[
     extracted: list[str] = []
     real_copy = uploads._copy_member
     monkeypatch.setattr(uploads, "_copy_member",
-                        lambda a, m, raw, info, t: (extracted.append(raw), real_copy(a, m, raw, info, t)))
+                        lambda a, m, raw, info, t, *rest: (extracted.append(raw), real_copy(a, m, raw, info, t, *rest)))
 
     def check() -> None:
         assert _tree(*folders) == before
@@ -233,3 +233,33 @@ def test_a_refused_upload_never_shows_the_server_folders(client, alice, settings
     assert response.status_code == 422 and response.json()["error"]["code"] == "dataset_invalid"
     assert str(settings.upload_dir) not in response.text and ".incoming-" not in response.text, response.text
     assert list(settings.upload_dir.iterdir()) == []
+
+
+def test_an_archive_declaring_exactly_the_limit_is_a_bomb(make_client, alice, settings, untouched) -> None:
+    """The check was a strict '>' at the limit: an archive declaring exactly it was extracted whole."""
+    archive = _tar([GOOD, ("ok/zeros.bin", bytes(MIB - len(GOOD[1])))], "w:gz")  # exactly 1 MiB declared
+    exact = make_client(upload_limits=UploadLimits(bomb_floor_bytes=MIB, bomb_ratio=1.0))
+    _refused(_upload(exact, alice[1], archive, "exact.tar.gz"), 400, "archive_bomb", "decompression bomb", settings)
+    untouched()
+
+
+def test_no_extraction_without_the_disk_space_for_it(client, alice, settings, untouched, monkeypatch) -> None:
+    from collections import namedtuple
+
+    from api.services import uploads
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(uploads.shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
+    response = _upload(client, alice[1], _tar([GOOD, ("ok/data.bin", bytes(5000))]))
+    _refused(response, 507, "insufficient_storage", "free", settings)
+    untouched()
+
+
+def test_a_user_s_uploads_in_flight_are_bounded(client, alice, bob, settings) -> None:
+    state = client.app.state.api
+    with state.upload_slot(alice[0]), state.upload_slot(alice[0]):  # two uploads of alice's in progress
+        response = _upload(client, alice[1], _tar([GOOD]))
+        _refused(response, 429, "too_many_requests", "uploads in progress", settings)
+        assert response.headers["Retry-After"] == "5"
+        assert _upload(client, bob[1], _tar([GOOD])).status_code != 429  # others are not affected
+    assert _upload(client, alice[1], _tar([GOOD])).status_code != 429  # slots come back
