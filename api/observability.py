@@ -97,6 +97,9 @@ def _route_template(scope: Scope) -> str:
     return getattr(route, "path", None) or "unmatched"
 
 
+MAX_HEADER_BYTES = 16 * 1024  # nginx's default large_client_header_buffers is 4 x 8 KiB
+
+
 class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -109,6 +112,13 @@ class RequestContextMiddleware:
         sent = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
         request_id = sent if _SANE_ID.match(sent) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        header_bytes = sum(len(k) + len(v) for k, v in scope.get("headers") or [])
+        if header_bytes > MAX_HEADER_BYTES:  # nothing past here reads them (an API key of 1 MB...)
+            body = {"error": {"code": "headers_too_large", "message": f"request headers total {header_bytes} bytes; "
+                              f"at most {MAX_HEADER_BYTES} are accepted", "details": None, "request_id": request_id}}
+            await JSONResponse(body, status_code=431, headers={"X-Request-ID": request_id})(scope, receive, send)
+            self.metrics.observe(scope["method"], "other", 431, 0.0)
+            return
         started = time.perf_counter()
         status = 500
         response_started = False

@@ -168,3 +168,9 @@ def test_revocation_takes_effect_on_the_very_next_request(client, alice, factory
     assert client.get("/v1/jobs", headers={"Authorization": f"Bearer {spare}"}).status_code == 200
     with factory() as session:  # revoking twice reports nothing to revoke
         assert not revoke_key(session, row.id)
+
+
+def test_oversized_headers_are_431_before_anyone_reads_them(client, alice) -> None:
+    response = client.get("/v1/jobs", headers={"Authorization": "Bearer " + "x" * 1_000_000})
+    assert response.status_code == 431 and response.json()["error"]["code"] == "headers_too_large"
+    assert client.get("/v1/jobs", headers=alice[1]).status_code == 200
