@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.errors import install_error_handlers
 from api.observability import Metrics, RequestContextMiddleware
-from api.routes import artifacts, datasets, genotypes, health, jobs, plots, retrains, searches
+from api.routes import artifacts, datasets, genotypes, health, jobs, me, plots, retrains, searches
 from api.schemas import DatasetRegister, DatasetUpload, ErrorResponse
 from api.state import AppState, UploadLimits
 from api.web import router as web_router
@@ -83,7 +83,7 @@ def create_app(settings: Settings | None = None, *, upload_limits: UploadLimits 
     app.state.metrics = Metrics(state)
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
-    for module in (datasets, searches, retrains, jobs, genotypes, artifacts, health):
+    for module in (datasets, searches, retrains, jobs, genotypes, artifacts, health, me):
         app.include_router(module.router)
     app.include_router(plots.router)
     app.include_router(web_router)  # the dashboard's pages (not in the OpenAPI schema)

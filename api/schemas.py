@@ -27,6 +27,14 @@ class _Out(BaseModel):
 # --- errors -----------------------------------------------------------------------------------
 
 
+class MeOut(BaseModel):
+    id: str
+    name: str
+    datasets: int
+    jobs: int
+    storage_bytes: int = Field(description="bytes of your stored artefacts")
+
+
 class ErrorDetail(BaseModel):
     code: str = Field(description="stable machine-readable code, e.g. not_found, validation_error")
     message: str = Field(description="what went wrong and what to do about it")

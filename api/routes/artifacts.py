@@ -10,11 +10,12 @@ from fastapi import APIRouter, Header, Path, Response
 from fastapi.responses import StreamingResponse
 
 from api.deps import OwnedJob, SessionDep, SettingsDep
-from api.errors import NotFound, error_responses
+from api.errors import Conflict, NotFound, error_responses
 from api.presenters import artifact_out
 from api.routes import API_PREFIX
 from api.schemas import ArtifactList
 from api.services.ranges import file_chunks, parse_range
+from store import removal
 from store.artifacts import ArtifactStore, get_artifact, list_artifacts
 
 log = logging.getLogger(__name__)
@@ -88,3 +89,23 @@ def download_artifact(
     headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
     return StreamingResponse(file_chunks(path, start, end), status_code=206, media_type=media_type,
                              headers=headers)
+
+
+@router.delete("/{name}", status_code=204, responses=error_responses(404, 409))
+def delete_job_artifact(
+    job: OwnedJob,
+    name: Annotated[str, Path(min_length=1, max_length=255, pattern=ARTIFACT_NAME_PATTERN)],
+    session: SessionDep,
+    settings: SettingsDep,
+) -> Response:
+    """Delete one artefact of a finished job (row and file); 404 afterwards."""
+    artifact = get_artifact(session, job.id, name)
+    if artifact is None:
+        raise NotFound(f"job {job.id} has no artefact {name!r}; list them with GET /v1/jobs/{job.id}/artifacts")
+    try:
+        files = removal.delete_artifact(session, artifact, settings)
+    except removal.StillInUse as exc:
+        raise Conflict(str(exc), code="job_active") from None
+    session.commit()
+    removal.remove_files(files)
+    return Response(status_code=204)

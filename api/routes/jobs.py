@@ -6,12 +6,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from api.deps import CurrentUser, OwnedJob, SessionDep
+from api.deps import CurrentUser, OwnedJob, SessionDep, SettingsDep
 from api.errors import Conflict, error_responses
 from api.presenters import job_out
 from api.routes import API_PREFIX
 from api.schemas import AlphaHistory, JobOut, JobPage, MetricsOut
 from api.services.history import MAX_EPOCH, edge_labels, epoch_cursor, group_by_epoch
+from store import removal
 from store.history import list_alpha_snapshots, list_case_scores, list_epoch_metrics
 from store.jobs import request_cancel
 from store.models import TERMINAL_STATUSES, Job, JobKind, JobStatus
@@ -38,6 +39,19 @@ def list_my_jobs(
 def get_job(job: OwnedJob) -> JobOut:
     """Status, progress, epoch, ETA, latest metrics and error of one job."""
     return job_out(job)
+
+
+@router.delete("/{job_id}", status_code=204, responses=error_responses(404, 409))
+def delete_job(job: OwnedJob, session: SessionDep, settings: SettingsDep) -> Response:
+    """Delete a finished job: its rows, history, artefacts and files (its genotypes stay). 409 while
+    it is queued or running: cancel it first. Afterwards the job is 404."""
+    try:
+        files = removal.delete_job(session, job, settings)
+    except removal.StillInUse as exc:
+        raise Conflict(str(exc), code="job_active") from None
+    session.commit()
+    removal.remove_files(files)
+    return Response(status_code=204)
 
 
 @router.post(

@@ -41,6 +41,7 @@ from api.main import create_app
 from nas_core.models import default_genotype
 from nas_core.topology import CellType, cell_edges, num_alpha_columns
 from store.artifacts import ArtifactStore, register_artifact
+from store.datasets import create_dataset
 from store.history import record_case_scores, record_epoch, save_genotype
 from store.jobs import create_job
 from store.models import Job
@@ -153,7 +154,8 @@ def world(alice, add_dataset, factory, settings, data_root: Path, monkeypatch) -
     with factory() as session:
         jobs = {}
         for name, kind, status in (("running", "search", "running"), ("done", "search", "succeeded"),
-                                   ("queued", "retrain", "queued")):
+                                   ("queued", "retrain", "queued"), ("spare", "retrain", "succeeded"),
+                                   ("spare_files", "retrain", "failed")):  # the DELETE cases' own
             job = create_job(session, owner_id=user_id, kind=kind, dataset_id=ds,
                              config={"nodes": NODES, "epochs": 3}, epochs=3,
                              architecture=None if kind == "search" else {"genotype": GENOTYPE}).job
@@ -173,6 +175,8 @@ def world(alice, add_dataset, factory, settings, data_root: Path, monkeypatch) -
                                      ("genotype.json", b"{}", "genotype")):
                 stored = store.put_bytes(job_id, name, data, kind)
                 register_artifact(session, job_id=job_id, owner_id=user_id, name=name, kind=kind, stored=stored)
+        spare_ds = create_dataset(session, owner_id=user_id, name="spare", path=str(data_root / "phantom"),
+                                  format="nnunet", num_cases=3, num_classes=3).id
         session.commit()
         gen_id = gen.id
     if not REAL_ARCHIVE:
@@ -187,7 +191,7 @@ def world(alice, add_dataset, factory, settings, data_root: Path, monkeypatch) -
         "search_job_id": [jobs["done"]], "name": ["model.pt", "genotype.json"],
         "path": ["phantom", str(data_root / "phantom")], "fmt": ["png", "svg"],
     })
-    yield {"headers": headers, "ids": {**jobs, "dataset": ds, "genotype": gen_id}}
+    yield {"headers": headers, "ids": {**jobs, "dataset": ds, "genotype": gen_id, "spare_dataset": spare_ds}}
     REAL.clear()
 
 
@@ -250,6 +254,11 @@ def _success_cases(world: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
         "GET /v1/genotypes/{genotype_id}/diagram.{fmt}": [
             {"path_parameters": {"genotype_id": ids["genotype"], "fmt": fmt}} for fmt in ("png", "svg")],
         "GET /v1/plots/grid.{fmt}": [{"path_parameters": {"fmt": "svg"}, "query": {"depth": 2}}],
+        "GET /v1/me": [{}],
+        "DELETE /v1/jobs/{job_id}": [{"path_parameters": {"job_id": ids["spare"]}}],
+        "DELETE /v1/jobs/{job_id}/artifacts/{name}": [
+            {"path_parameters": {"job_id": ids["spare_files"], "name": "model.pt"}}],
+        "DELETE /v1/datasets/{dataset_id}": [{"path_parameters": {"dataset_id": ids["spare_dataset"]}}],
     }
 
 

@@ -210,3 +210,11 @@ def test_upload_names_follow_the_json_registration_rules(client, alice, data_roo
     _nothing_left(settings, factory)
     too_long_json = client.post("/v1/datasets", json={"name": "x" * 5000, "path": "phantom"}, headers=alice[1])
     assert too_long_json.status_code == 422  # the same rule on both paths
+
+
+def test_deleting_an_uploaded_dataset_removes_its_files(client, alice, data_root, settings) -> None:
+    body = _upload(client, alice[1], _zip_folder(data_root / "phantom", prefix="phantom/"), name=None).json()
+    assert Path(body["path"]).is_dir()
+    assert client.delete(f"/v1/datasets/{body['id']}", headers=alice[1]).status_code == 204
+    assert list(settings.upload_dir.iterdir()) == []
+    assert data_root.joinpath("phantom", "dataset.json").is_file()  # a registered path is never touched

@@ -1,0 +1,68 @@
+"""Deleting what a user no longer wants: a finished job, an artefact, a dataset; rows and files.
+
+Rows go first, in the caller's transaction (their children follow by the foreign keys'
+``ON DELETE CASCADE``; genotypes stay, unlinked from the job); files are removed once the
+caller has committed (``remove_files``), so a failed commit never leaves rows pointing at
+nothing. Running and queued jobs must be cancelled first.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from store.artifacts import ArtifactStore
+from store.models import Artifact, Dataset, Job, JobStatus
+from store.settings import Settings
+
+ACTIVE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
+
+
+class StillInUse(ValueError):
+    """The thing cannot be deleted yet; the message says what to do first."""
+
+
+def delete_job(session: Session, job: Job, settings: Settings) -> list[Path]:
+    """Delete a finished job's rows; returns the folders to remove after the commit."""
+    if job.status in ACTIVE:
+        raise StillInUse(f"job {job.id} is {job.status}; cancel it first (POST /v1/jobs/{job.id}/cancel)")
+    session.delete(job)
+    return [ArtifactStore(settings.artifact_dir).job_dir(job.id), settings.artifact_dir / "work" / job.id]
+
+
+def delete_artifact(session: Session, artifact: Artifact, settings: Settings) -> list[Path]:
+    job = session.get(Job, artifact.job_id)
+    if job is not None and job.status in ACTIVE:
+        raise StillInUse(f"job {job.id} is {job.status}; its artefacts can be deleted once it has finished")
+    session.delete(artifact)
+    return [ArtifactStore(settings.artifact_dir).path_of(artifact.location)]
+
+
+def delete_dataset(session: Session, dataset: Dataset, settings: Settings) -> list[Path]:
+    """Delete a dataset no job uses; an uploaded dataset's files go too (a registered path is the lab's)."""
+    jobs = session.scalar(select(func.count()).select_from(Job).where(Job.dataset_id == dataset.id)) or 0
+    if jobs:
+        raise StillInUse(f"dataset {dataset.id} is used by {jobs} job(s); delete them first (DELETE /v1/jobs/ID)")
+    session.delete(dataset)
+    if not dataset.path:
+        return []
+    path, uploads = Path(dataset.path).resolve(), settings.upload_dir.resolve()
+    if not path.is_relative_to(uploads) or path == uploads:
+        return []
+    return [uploads / path.relative_to(uploads).parts[0]]  # the upload's whole folder
+
+
+def remove_files(paths: list[Path]) -> None:
+    for path in paths:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def storage_bytes(session: Session, owner_id: str) -> int:
+    """Bytes of the owner's stored artefacts."""
+    return int(session.scalar(select(func.coalesce(func.sum(Artifact.size), 0)).where(Artifact.owner_id == owner_id)))
