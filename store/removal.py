@@ -9,6 +9,7 @@ nothing. Running and queued jobs must be cancelled first.
 from __future__ import annotations
 
 import shutil
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Session
 from store.artifacts import ArtifactStore
 from store.models import Artifact, Dataset, Job, JobStatus
 from store.settings import Settings
+from store.types import utcnow
 
 ACTIVE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
 
@@ -53,6 +55,20 @@ def delete_dataset(session: Session, dataset: Dataset, settings: Settings) -> li
     if not path.is_relative_to(uploads) or path == uploads:
         return []
     return [uploads / path.relative_to(uploads).parts[0]]  # the upload's whole folder
+
+
+def expire_artifacts(session: Session, settings: Settings, older_than: timedelta,
+                     now: datetime | None = None) -> list[Path]:
+    """Delete the artefacts of jobs that finished more than ``older_than`` ago (the jobs, their
+    history and genotypes stay); returns the files to remove after the commit."""
+    cutoff = (now or utcnow()) - older_than
+    finished = select(Job.id).where(Job.status.not_in(ACTIVE), Job.finished_at.is_not(None), Job.finished_at < cutoff)
+    rows = list(session.scalars(select(Artifact).where(Artifact.job_id.in_(finished))))
+    store = ArtifactStore(settings.artifact_dir)
+    files = [store.path_of(row.location) for row in rows]
+    for row in rows:
+        session.delete(row)
+    return files
 
 
 def remove_files(paths: list[Path]) -> None:

@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     upload_dir: Path = Field(description="default: {home}/uploads")
     max_upload_bytes: int = Field(default=2 * 1024**3, gt=0)
     lease_seconds: int = Field(default=60, gt=0)
+    retention_days: float | None = Field(default=None, gt=0, description="artefacts of jobs finished longer ago "
+                                         "than this are removed (by the workers' reaper); default: kept")
     cancel_poll_seconds: float = Field(default=1.0, ge=0, le=60, description="a running job asks the database "
                                        "whether it was cancelled at most this often (0: before every step)")
     max_attempts: int = Field(default=3, ge=1)

@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from store.db import get_sessionmaker, session_scope
 from store.jobs import reap_expired_leases, stale_queued_jobs
 from store.models import Job
+from store.removal import expire_artifacts, remove_files
 from store.settings import Settings, get_settings
 from worker.retry import transient
 
@@ -67,8 +68,9 @@ class Reaper:
     def __init__(self, sessions: sessionmaker[Session] | None = None, *, enqueue: Enqueue | None = None,
                  pending: Callable[[], set[str] | None] | None = None,
                  stale_after: timedelta = timedelta(minutes=2), outage_grace: timedelta = timedelta(0),
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, settings: Settings | None = None) -> None:
         self.sessions = sessions or get_sessionmaker()
+        self.settings = settings
         self.enqueue = enqueue or _default_enqueue
         self.pending = pending or _default_pending
         self.stale_after = stale_after
@@ -111,6 +113,17 @@ class Reaper:
             log.info("reaper re-sends %d queued job(s) with no message waiting: %s", len(lost), ", ".join(lost))
         return self._send(lost)
 
+    def expire(self, now: datetime | None = None) -> int:
+        """Remove the artefacts older than the retention period (none without one)."""
+        if self.settings is None or self.settings.retention_days is None:
+            return 0
+        with session_scope(self.sessions) as session:
+            files = expire_artifacts(session, self.settings, timedelta(days=self.settings.retention_days), now=now)
+        remove_files(files)  # after the commit: a failed one leaves the files in place
+        if files:
+            log.info("reaper removed %d artefact(s) older than %g days", len(files), self.settings.retention_days)
+        return len(files)
+
     def sweep(self, now: datetime | None = None) -> SweepResult:
         try:
             if self._database_down or self.clock() < self._grace_until:
@@ -118,6 +131,7 @@ class Reaper:
             else:
                 requeued, failed = self.reap_expired(now)
             result = SweepResult(requeued, failed, self.resend_stale(now))
+            self.expire(now)
         except Exception as exc:
             if transient(exc):
                 self._database_down = True
@@ -164,7 +178,8 @@ _lock = threading.Lock()
 def reaper_for(settings: Settings) -> ReaperThread:
     """A reaper thread (not started) with the intervals the settings imply."""
     lease = settings.lease_seconds
-    reaper = Reaper(stale_after=timedelta(seconds=max(2 * lease, 10)), outage_grace=timedelta(seconds=lease))
+    reaper = Reaper(stale_after=timedelta(seconds=max(2 * lease, 10)), outage_grace=timedelta(seconds=lease),
+                    settings=settings)
     return ReaperThread(reaper, every=max(lease / 2, 0.5))
 
 
