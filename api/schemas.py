@@ -27,6 +27,13 @@ class _Out(BaseModel):
 # --- errors -----------------------------------------------------------------------------------
 
 
+class JobLogOut(BaseModel):
+    job_id: str
+    status: str
+    lines: list[str]
+    next_since: int = Field(description="the log's line count: pass it as since= to get only newer lines")
+
+
 class MeOut(BaseModel):
     id: str
     name: str

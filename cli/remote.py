@@ -267,6 +267,25 @@ def jobs_watch(job_id: Annotated[str, typer.Argument(metavar="ID")], interval: P
     raise typer.Exit(code)
 
 
+@jobs_app.command("logs")
+@remote_errors
+def jobs_logs(job_id: Annotated[str, typer.Argument(metavar="ID")],
+              follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing until the job ends")] = False,
+              tail: Annotated[int | None, typer.Option("--tail", min=1, help="only the last N lines")] = None,
+              url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None) -> None:
+    """Print a job's log lines (also while it runs); --follow keeps printing until it ends."""
+    with _client(url, api_key) as client:
+        if not follow:
+            for line in client.logs(job_id, tail=tail)["lines"]:
+                typer.echo(line)
+            return
+        try:
+            for line in client.follow_logs(job_id):
+                typer.echo(line)
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+
+
 @jobs_app.command("cancel")
 @remote_errors
 def jobs_cancel(job_id: Annotated[str, typer.Argument(metavar="ID")],

@@ -134,6 +134,23 @@ class Client:
         """Cancel a queued job (now) or a running one (within a step; ``cancel_requested`` is true)."""
         return self._json("POST", f"/v1/jobs/{job_id}/cancel")
 
+    def logs(self, job_id: str, since: int = 0, tail: int | None = None) -> dict[str, Any]:
+        """``{"lines", "next_since", "status"}``: the job's log lines after ``since`` (or the last ``tail``)."""
+        params = {"since": since, **({"tail": tail} if tail else {})}
+        return self._json("GET", f"/v1/jobs/{job_id}/logs", params=params)
+
+    def follow_logs(self, job_id: str, poll: float = 1.0) -> Iterator[str]:
+        """Every log line of the job as it is written, until the job has ended."""
+        since = 0
+        while True:
+            body = self.logs(job_id, since=since)
+            yield from body["lines"]
+            since = body["next_since"]
+            if body["status"] in TERMINAL and not body["lines"]:
+                return
+            if not body["lines"]:
+                time.sleep(poll)
+
     def watch(self, job_id: str, poll: float = 1.0, timeout: float | None = None) -> Iterator[dict[str, Any]]:
         """Yield the job each time its state changes (status, epoch, progress, ETA, metrics), the
         first one at once and the last one when it has ended; TimeoutError after ``timeout`` s."""

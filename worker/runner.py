@@ -57,6 +57,7 @@ from store.models import ArtifactKind, Job, JobKind, JobStatus
 from store.settings import Settings, get_settings
 from store.types import utcnow
 from worker.callbacks import Chain, JobControl, LeaseKeeper, StopReason, StoreCallbacks
+from worker.joblog import job_log, register_log
 from worker.memory import check_fits
 from worker.plan import JobPlan, JobRejected, plan_job, work_dir
 from worker.results import Output, copy_outputs, publish
@@ -169,11 +170,16 @@ def run_job(
         log.info("job %s not claimed by %s: not queued (a duplicate message or another worker's)", job_id, worker_id)
         return Outcome.SKIPPED
     control = JobControl(job_id, worker_id, sessions, shutdown or _shutdown)
+    store = ArtifactStore(settings.artifact_dir)
     try:
-        with LeaseKeeper(control, settings.lease_seconds):
+        with LeaseKeeper(control, settings.lease_seconds), job_log(store, job_id):
             return _run_claimed(control, settings, observers, progress_every, enqueue)
     finally:
         release_device_memory()
+        try:
+            register_log(store, sessions, job_id)
+        except Exception as exc:  # the log is a convenience: never let it change the job's outcome
+            log.warning("job %s: could not register its log (%s: %s)", job_id, exc.__class__.__name__, exc)
 
 
 def _run_claimed(control: JobControl, settings: Settings, observers: Sequence[Callbacks],

@@ -10,10 +10,12 @@ from api.deps import CurrentUser, OwnedJob, SessionDep, SettingsDep
 from api.errors import Conflict, error_responses
 from api.presenters import job_out
 from api.routes import API_PREFIX
-from api.schemas import AlphaHistory, JobOut, JobPage, MetricsOut
+from api.schemas import AlphaHistory, JobLogOut, JobOut, JobPage, MetricsOut
 from api.services.history import MAX_EPOCH, edge_labels, epoch_cursor, group_by_epoch
 from store import removal
+from store.artifacts import ArtifactStore
 from store.history import list_alpha_snapshots, list_case_scores, list_epoch_metrics
+from store.joblogs import log_path, read_lines
 from store.jobs import request_cancel
 from store.models import TERMINAL_STATUSES, Job, JobKind, JobStatus
 from store.pagination import MAX_LIMIT, list_jobs
@@ -124,3 +126,15 @@ def job_metrics(job: OwnedJob, session: SessionDep) -> MetricsOut:
         "cases": list_case_scores(session, job.id),
         "test": (job.latest_metrics or {}).get("test"),
     }, from_attributes=True)
+
+
+@router.get("/{job_id}/logs", response_model=JobLogOut, responses=error_responses(404))
+def job_logs(
+    job: OwnedJob,
+    settings: SettingsDep,
+    since: Annotated[int, Query(ge=0, le=10**9, description="skip the first N lines (next_since of the last call)")] = 0,
+    tail: Annotated[int | None, Query(ge=1, le=100_000, description="only the last N lines")] = None,
+) -> JobLogOut:
+    """The job's log lines (also while it runs); poll with ``since=next_since`` to follow it."""
+    lines, total = read_lines(log_path(ArtifactStore(settings.artifact_dir), job.id), since, tail)
+    return JobLogOut(job_id=job.id, status=job.status, lines=lines, next_since=total)

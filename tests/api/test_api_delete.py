@@ -62,3 +62,23 @@ def test_a_dataset_in_use_is_kept_until_its_jobs_are_gone(client, alice, bob, ad
     assert client.delete(f"/v1/jobs/{job}", headers=alice[1]).status_code == 204
     assert client.delete(f"/v1/datasets/{ds}", headers=alice[1]).status_code == 204
     assert client.get(f"/v1/datasets/{ds}", headers=alice[1]).status_code == 404
+
+
+def test_job_logs_while_it_runs_with_since_and_tail(client, alice, bob, add_dataset, add_job, settings) -> None:
+    from store.artifacts import ArtifactStore
+    from store.joblogs import log_path
+
+    job = add_job(alice[0], add_dataset(alice[0]), kind="search", status="running")
+    assert client.get(f"/v1/jobs/{job}/logs", headers=alice[1]).json()["lines"] == []  # nothing written yet
+    path = log_path(ArtifactStore(settings.artifact_dir), job)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"line {i}\n" for i in range(5)))
+    body = client.get(f"/v1/jobs/{job}/logs", headers=alice[1]).json()
+    assert body["lines"] == [f"line {i}" for i in range(5)] and body["next_since"] == 5 and body["status"] == "running"
+    with path.open("a") as f:
+        f.write("line 5\n")
+    newer = client.get(f"/v1/jobs/{job}/logs", params={"since": 5}, headers=alice[1]).json()
+    assert newer["lines"] == ["line 5"] and newer["next_since"] == 6
+    assert client.get(f"/v1/jobs/{job}/logs", params={"tail": 2}, headers=alice[1]).json()["lines"] == [
+        "line 4", "line 5"]
+    assert client.get(f"/v1/jobs/{job}/logs", headers=bob[1]).status_code == 404

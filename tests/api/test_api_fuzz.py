@@ -255,6 +255,7 @@ def _success_cases(world: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
             {"path_parameters": {"genotype_id": ids["genotype"], "fmt": fmt}} for fmt in ("png", "svg")],
         "GET /v1/plots/grid.{fmt}": [{"path_parameters": {"fmt": "svg"}, "query": {"depth": 2}}],
         "GET /v1/me": [{}],
+        "GET /v1/jobs/{job_id}/logs": [{"path_parameters": {"job_id": ids["running"]}, "query": {"tail": 5}}],
         "DELETE /v1/jobs/{job_id}": [{"path_parameters": {"job_id": ids["spare"]}}],
         "DELETE /v1/jobs/{job_id}/artifacts/{name}": [
             {"path_parameters": {"job_id": ids["spare_files"], "name": "model.pt"}}],

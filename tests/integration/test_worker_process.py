@@ -83,7 +83,7 @@ def test_a_worker_process_runs_an_enqueued_job_to_succeeded(reference: str, thri
     with session_scope(thrifty_env.sessions) as session:
         artifacts = list_artifacts(session, reference)
         assert latest_genotype(session, reference) is not None
-    assert sorted(a.name for a in artifacts) == ["alphas.jsonl", "genotype.json", "last.pt", "summary.json"]
+    assert sorted(a.name for a in artifacts) == ["alphas.jsonl", "genotype.json", "job.log", "last.pt", "summary.json"]
     for art in artifacts:
         assert hashlib.sha256(store.path_of(art.location).read_bytes()).hexdigest() == art.sha256
     assert queue_depth() == 0  # the message was consumed

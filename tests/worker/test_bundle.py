@@ -39,7 +39,7 @@ def test_retrain_registers_the_bundle_and_the_onnx_model(sessions, owner, settin
     rows, scores, store = _retrain(sessions, owner, settings)
     assert {name: a.kind for name, a in rows.items()} == {
         "best.pt": "checkpoint", "final.pt": "checkpoint", "metrics.json": "metrics",
-        "bundle.zip": "bundle", "model.onnx": "onnx"}
+        "bundle.zip": "bundle", "model.onnx": "onnx", "job.log": "log"}
     with zipfile.ZipFile(store.path_of(rows["bundle.zip"].location)) as zf:
         assert sorted(zf.namelist()) == ["MODEL_CARD.md", "genotype.json", "model.onnx", "model.pt",
                                          "preprocessing.json"]
@@ -57,7 +57,7 @@ def test_a_failed_onnx_export_still_succeeds_with_the_reason_in_the_card(session
 
     monkeypatch.setattr(bundle_module, "export_checkpoint", broken)
     rows, _, store = _retrain(sessions, owner, settings)
-    assert sorted(rows) == ["best.pt", "bundle.zip", "final.pt", "metrics.json"]
+    assert sorted(rows) == ["best.pt", "bundle.zip", "final.pt", "job.log", "metrics.json"]
     with zipfile.ZipFile(store.path_of(rows["bundle.zip"].location)) as zf:
         assert "model.onnx" not in zf.namelist()
         card = zf.read("MODEL_CARD.md").decode()
@@ -70,4 +70,4 @@ def test_a_bundle_that_cannot_be_made_is_left_out_and_the_job_succeeds(sessions,
 
     monkeypatch.setattr("worker.runner.make_bundle", broken)
     rows, _, _ = _retrain(sessions, owner, settings)
-    assert sorted(rows) == ["best.pt", "final.pt", "metrics.json"]
+    assert sorted(rows) == ["best.pt", "final.pt", "job.log", "metrics.json"]

@@ -97,7 +97,10 @@ def test_search_job_succeeds_with_progress_history_genotype_and_artefacts(search
         genotype = latest_genotype(session, searched.job_id)
         metrics = [(m.epoch, m.split) for m in list_epoch_metrics(session, searched.job_id)]
     assert {name: a.kind for name, a in rows.items()} == {
-        "genotype.json": "genotype", "alphas.jsonl": "alphas", "last.pt": "checkpoint", "summary.json": "metrics"}
+        "genotype.json": "genotype", "alphas.jsonl": "alphas", "last.pt": "checkpoint", "summary.json": "metrics",
+        "job.log": "log"}
+    log_text = store.path_of(rows["job.log"].location).read_text()  # the job's own log lines, kept
+    assert f"job {searched.job_id} (search) running" in log_text and "succeeded" in log_text
     for art in rows.values():
         data = store.path_of(art.location).read_bytes()
         assert (art.size, art.sha256) == (len(data), hashlib.sha256(data).hexdigest())
@@ -128,7 +131,7 @@ def test_retrain_trains_the_searched_genotype_and_records_per_case_dsc(searched,
     with session_scope(sessions) as session:
         rows = {a.name: a for a in list_artifacts(session, job_id)}
         scores = list_case_scores(session, job_id)
-    assert sorted(rows) == ["best.pt", "bundle.zip", "final.pt", "metrics.json", "model.onnx"]
+    assert sorted(rows) == ["best.pt", "bundle.zip", "final.pt", "job.log", "metrics.json", "model.onnx"]
     metrics = json.loads(store.path_of(rows["metrics.json"].location).read_text())
     assert metrics["spec"] == {"genotype": genotype.genotype}
     per_case = metrics["best"]["per_case"]
@@ -154,6 +157,7 @@ def test_invalid_config_fails_naming_the_field(owner, sessions, settings):
 
 
 def test_cancel_stops_the_run_within_one_step(owner, sessions, settings):
+    settings = settings.model_copy(update={"cancel_poll_seconds": 0.0})  # ask before every step
     job_id = submit(sessions, owner, "search", {**TINY_SEARCH, "batch_size": 1})  # 3 steps an epoch
 
     def cancel() -> None:
@@ -198,6 +202,7 @@ def test_a_duplicate_message_does_nothing(owner, sessions, settings, searched):
 
 
 def test_losing_the_lease_stops_the_job_and_leaves_it_to_the_next_attempt(owner, sessions, settings):
+    settings = settings.model_copy(update={"cancel_poll_seconds": 0.0})  # ask before every step
     job_id = submit(sessions, owner, "search", {**TINY_SEARCH, "batch_size": 1})
 
     def lose_lease() -> None:  # as if this worker had stalled and a reaper had re-queued the job
