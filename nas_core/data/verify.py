@@ -7,12 +7,15 @@ bad files at once instead of stopping at the first.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from nas_core.data.checks import Issue, check_case
 from nas_core.data.errors import DatasetError
+from nas_core.data.fingerprint import CaseFingerprint, Plan, case_fingerprint, make_plan
 from nas_core.data.imageio import Volume
 from nas_core.data.readers import get_reader, open_dataset
 from nas_core.data.readers.base import Reader
@@ -33,6 +36,8 @@ class VerificationReport:
     modality: str | None
     synthetic: bool
     issues: list[Issue] = field(default_factory=list)
+    fingerprint: list[CaseFingerprint] = field(default_factory=list)
+    plan: Plan | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -44,6 +49,8 @@ class VerificationReport:
             "modality": self.modality,
             "synthetic": self.synthetic,
             "issues": [i.to_dict() for i in self.issues],
+            "fingerprint": [asdict(c) for c in self.fingerprint],
+            "plan": None if self.plan is None else self.plan.to_dict(),
         }
 
     def render(self) -> str:
@@ -56,7 +63,11 @@ class VerificationReport:
             f"modality {self.modality}"
         )
         if self.ok:
-            return f"{head}\nOK: no problems found"
+            plan = "" if self.plan is None else (
+                f"\nplan: working size {self.plan.working_size[0]}x{self.plan.working_size[1]} (aspect kept), "
+                f"target spacing {self.plan.target_spacing or 'unknown'}, normalisation "
+                f"{self.plan.normalisation['scheme']}" + "".join(f"; {n}" for n in self.plan.notes))
+            return f"{head}\nOK: no problems found{plan}"
         lines = [head, f"{len(self.issues)} problem(s):"]
         for issue in self.issues:
             where = f"[{issue.case_id}] " if issue.case_id else ""
@@ -87,7 +98,8 @@ def _read(fn: Any, case: Case, path: Path | None, issues: list[Issue]) -> Volume
     return None
 
 
-def _case_issues(reader: Reader, spec: DatasetSpec, case: Case) -> list[Issue]:
+def _case_issues(reader: Reader, spec: DatasetSpec, case: Case,
+                 prints: list[tuple[CaseFingerprint, list[Any]]] | None = None) -> list[Issue]:
     issues: list[Issue] = []
     images = [
         _read(lambda i=i: reader.read_image(spec, case, i), case, p, issues)
@@ -101,6 +113,9 @@ def _case_issues(reader: Reader, spec: DatasetSpec, case: Case) -> list[Issue]:
     readable = [v for v in images if v is not None]
     if readable:  # still check what could be read, so a bad label is reported beside a missing channel
         issues += check_case(spec, case, readable, label, count_channels=len(readable) == len(images))
+    if not issues and prints is not None and label is not None:
+        image = np.concatenate([v.array for v in readable])
+        prints.append(case_fingerprint(case.case_id, image, label.array, readable[0].geometry))
     return list(dict.fromkeys(issues))  # a file read twice (a DICOM slice for image and order) counts once
 
 
@@ -114,8 +129,9 @@ def verify_dataset(root: Path | str, format: str | None = None, **options: Any) 
         )
     reader = get_reader(spec.format)
     issues = _spec_issues(spec)
+    prints: list[tuple[CaseFingerprint, list[Any]]] = []
     for case in spec.cases:
-        issues += _case_issues(reader, spec, case)
+        issues += _case_issues(reader, spec, case, prints)
     report = VerificationReport(
         not issues,
         spec.format,
@@ -125,6 +141,8 @@ def verify_dataset(root: Path | str, format: str | None = None, **options: Any) 
         spec.modality,
         spec.synthetic,
         issues,
+        [p[0] for p in prints],
+        make_plan([p[0] for p in prints], [p[1] for p in prints], spec.modality) if prints and not issues else None,
     )
     log.info("verified %s: %s", root, "ok" if report.ok else f"{len(issues)} problem(s)")
     return report

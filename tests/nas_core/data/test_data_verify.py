@@ -116,3 +116,43 @@ def test_chaos_corrupt_slice_is_named(files):
     assert [(i.path, i.case_id) for i in report.issues if "cannot read DICOM" in i.problem] == [
         (str(bad), "2")
     ]
+
+
+def _nnunet_with_spacing(root, modality: str, shape=(2, 40, 60), spacing=(0.5, 1.0, 3.0), n=3):
+    import json
+
+    import SimpleITK as sitk
+
+    root.mkdir(parents=True)
+    (root / "dataset.json").write_text(json.dumps({"channel_names": {"0": modality},
+                                                   "labels": {"background": 0, "organ": 1}, "file_ending": ".nii.gz"}))
+    for folder in ("imagesTr", "labelsTr"):
+        (root / folder).mkdir()
+    for i in range(n):
+        label = np.zeros(shape, np.uint8)
+        label[:, 10:30, 20:40] = 1
+        image = np.where(label > 0, 100.0 + i, -1000.0).astype(np.float32)
+        image[0, 10, 20] = 5000.0  # one outlier inside the organ: the 99.5 percentile clips it
+        for array, path in ((image, root / "imagesTr" / f"c{i}_0000.nii.gz"), (label, root / "labelsTr" / f"c{i}.nii.gz")):
+            img = sitk.GetImageFromArray(array)
+            img.SetSpacing(spacing)
+            sitk.WriteImage(img, str(path))
+    return root
+
+
+def test_the_fingerprint_and_plan_of_a_dataset_of_known_shape_and_spacing(tmp_path):
+    report = verify_dataset(_nnunet_with_spacing(tmp_path / "mr", "MRI"))
+    assert report.ok
+    assert [c.shape for c in report.fingerprint] == [[2, 40, 60]] * 3
+    assert report.fingerprint[0].spacing == [1.0, 0.5]  # row (y) and column (x) spacing, mm
+    assert report.fingerprint[1].foreground[0]["p50"] == 101.0  # the organ's intensity, background left out
+    plan = report.plan
+    assert plan.target_spacing == [1.0, 0.5] and plan.working_size == [48, 64]  # 40x60, aspect kept, 16-multiples
+    assert plan.normalisation == {"scheme": "zscore"}
+    assert "plan: working size 48x64" in report.render()
+    assert report.to_dict()["plan"]["working_size"] == [48, 64]
+
+    ct = verify_dataset(_nnunet_with_spacing(tmp_path / "ct", "CT")).plan.normalisation
+    assert ct["scheme"] == "ct_foreground"
+    low, high = ct["clip"][0]
+    assert 100.0 <= low <= 102.0 and high < 5000.0  # the foreground's 0.5/99.5 percentiles, not a fixed window
