@@ -149,11 +149,15 @@ def stopping_on(*signums: int) -> Iterator[None]:
     uvicorn handles SIGTERM itself (graceful shutdown) and then re-raises it with the handler
     it found: with the default handler that would end the process before ``up`` stops its
     worker (SIGTERM from systemd, Docker or ``kill`` left the worker running, reparented).
-    With this handler installed first, the re-raised signal lands here instead; SIGHUP,
-    which uvicorn does not handle, stops the server the same way.
+    With this handler installed first, the re-raised signal lands here instead. Other
+    signals (SIGHUP, which uvicorn ignores) are turned into a SIGTERM, so the server stops
+    the same graceful way.
     """
 
     def stop(signum: int, _frame: Any) -> None:
+        if signum != signal.SIGTERM:
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
         raise Stopped(signal.Signals(signum).name)
 
     previous = {sig: signal.signal(sig, stop) for sig in signums}
