@@ -47,7 +47,7 @@ def evaluate_checkpoint(checkpoint: Path, data: Path, data_format: str | None = 
     norm = Normalisation.from_dict(meta["normalisation"])
     ids = [c.case_id for c in (*spec.cases, *spec.test_cases)]
     ds = SliceDataset(spec, ids, meta["image_size"], norm, native=True)
-    scores = evaluate(model, ds, dev, meta["num_classes"])
+    scores = evaluate(model, ds, dev, meta["num_classes"], hd95=True)
     return {**summarise(scores, meta["class_names"]), "per_case": [s.to_dict() for s in scores],
             "checkpoint": str(checkpoint), "data": str(data),
             "scoring": "hard DSC per case at the case's own size (logits resampled bilinear, then argmax)"}

@@ -122,11 +122,13 @@ def predict_slices(model: nn.Module, images: torch.Tensor, device: torch.device,
 
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset: Any, device: torch.device, num_classes: int, amp: bool = False,
-             batch_size: int = 16) -> list[CaseScores]:
+             batch_size: int = 16, hd95: bool = False) -> list[CaseScores]:
     """Hard DSC/IoU per case: every slice of a case predicted, the whole volume scored at once.
 
     A dataset built with ``native=True`` is scored on each case at its own size (logits
-    resampled, then argmax); otherwise on the resized slices.
+    resampled, then argmax); otherwise on the resized slices. ``hd95``: also the 95th
+    percentile Hausdorff distance of every case whose spacing is known (for final reports:
+    it costs more than the Dice).
     """
     was_training = model.training
     model.eval()
@@ -141,17 +143,21 @@ def evaluate(model: nn.Module, dataset: Any, device: torch.device, num_classes: 
             native = getattr(dataset, "native_labels", None)
             labels = native[case_index].long() if native is not None else torch.stack([it[1] for it in items])
             pred = predict_slices(model, images, device, amp, batch_size, out_size=tuple(labels.shape[-2:]))
-            scores.append(CaseScores.compute(case_id, pred, labels, num_classes))
+            spacing = (getattr(dataset, "native_spacing", None) or [None] * (case_index + 1))[case_index]
+            scores.append(CaseScores.compute(case_id, pred, labels, num_classes, spacing=spacing if hd95 else None))
     finally:
         model.train(was_training)
     return scores
 
 
 def mean_dsc(scores: list[CaseScores]) -> float | None:
-    """Mean over cases of each case's mean foreground DSC (undefined classes skipped)."""
-    per_case = []
-    for s in scores:
-        vals = [v for v in s.dsc.values() if not math.isnan(v)]
+    """Mean over foreground classes of each class's mean DSC over cases (undefined cases skipped):
+    nnU-Net's ``foreground_mean`` and exactly ``summarise(...)["mean_dsc"]``, so the epoch that
+    is selected is the one the report calls best."""
+    classes = sorted({k for s in scores for k in s.dsc})
+    means = []
+    for k in classes:
+        vals = [s.dsc[k] for s in scores if k in s.dsc and not math.isnan(s.dsc[k])]
         if vals:
-            per_case.append(sum(vals) / len(vals))
-    return sum(per_case) / len(per_case) if per_case else None
+            means.append(sum(vals) / len(vals))
+    return sum(means) / len(means) if means else None

@@ -73,6 +73,28 @@ def iou_per_class(pred: ArrayLike, target: ArrayLike, num_classes: int) -> dict[
     return _per_class(pred, target, num_classes, iou=True)
 
 
+def hd95_per_class(pred: ArrayLike, target: ArrayLike, num_classes: int,
+                   spacing: Sequence[float]) -> dict[int, float]:
+    """95th-percentile Hausdorff distance (mm) per foreground class, by MONAI's surface distances.
+
+    ``spacing`` is the voxel size along the array's axes (e.g. [z, y, x] for [D, H, W]). NaN
+    when the class is missing from the prediction or the reference (no surface to measure).
+    """
+    import warnings
+
+    from monai.metrics import compute_hausdorff_distance
+
+    shape = np.shape(pred)
+    p = torch.as_tensor(_labels(pred, "pred").reshape(shape))
+    t = torch.as_tensor(_labels(target, "target").reshape(shape))
+    one_hot = lambda a: torch.nn.functional.one_hot(a, num_classes).movedim(-1, 0)[None]  # noqa: E731
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MONAI warns for every empty class; NaN says the same
+        hd = compute_hausdorff_distance(one_hot(p), one_hot(t), include_background=False, percentile=95,
+                                        spacing=[float(s) for s in spacing])[0]
+    return {k: (float(v) if math.isfinite(float(v)) else math.nan) for k, v in zip(range(1, num_classes), hd, strict=True)}
+
+
 @dataclass(frozen=True)
 class CaseScores:
     """Scores of one case (patient volume or image): class label -> score, NaN = undefined."""
@@ -80,12 +102,15 @@ class CaseScores:
     case_id: str
     dsc: dict[int, float] = field(default_factory=dict)
     iou: dict[int, float] = field(default_factory=dict)
+    hd95: dict[int, float] = field(default_factory=dict)  # mm; only where the scan's spacing is known
 
     @classmethod
-    def compute(cls, case_id: str, pred: ArrayLike, target: ArrayLike, num_classes: int) -> CaseScores:
-        """Score one whole case from its predicted and reference label arrays."""
+    def compute(cls, case_id: str, pred: ArrayLike, target: ArrayLike, num_classes: int,
+                spacing: Sequence[float] | None = None) -> CaseScores:
+        """Score one whole case from its predicted and reference label arrays (HD95 too with ``spacing``)."""
         return cls(
-            case_id, dice_per_class(pred, target, num_classes), iou_per_class(pred, target, num_classes)
+            case_id, dice_per_class(pred, target, num_classes), iou_per_class(pred, target, num_classes),
+            {} if spacing is None else hd95_per_class(pred, target, num_classes, spacing),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -94,7 +119,10 @@ class CaseScores:
         def clean(d: dict[int, float]) -> dict[str, float | None]:
             return {str(k): (None if math.isnan(v) else v) for k, v in d.items()}
 
-        return {"case_id": self.case_id, "dsc": clean(self.dsc), "iou": clean(self.iou)}
+        out = {"case_id": self.case_id, "dsc": clean(self.dsc), "iou": clean(self.iou)}
+        if self.hd95:
+            out["hd95"] = clean(self.hd95)
+        return out
 
 
 def _stats(values: list[float]) -> dict[str, Any]:
@@ -152,6 +180,9 @@ def summarise(
             "n": n,
             "empty": len(dsc) - n,
         }
+        if any(k in cs.hd95 for cs in case_scores):
+            h = _stats([cs.hd95.get(k, math.nan) for cs in case_scores])
+            classes[names[k]].update({"hd95_mean": h["mean"], "hd95_std": h["std"]})
 
     def overall(key: str) -> float | None:
         vals = [c[key] for c in classes.values() if c[key] is not None]

@@ -179,7 +179,7 @@ class _Retrain:
         if self.data.test is None:
             return None
         self.model.load_state_dict(best_state["model"])
-        scores = evaluate(self.model, self.data.test, self.device, self.data.num_classes, self.amp)
+        scores = evaluate(self.model, self.data.test, self.device, self.data.num_classes, self.amp, hd95=True)
         return self.summary(scores)
 
     def finish(self) -> RetrainResult:

@@ -23,7 +23,7 @@ from nas_core.data.spec import Case
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 2  # 2: entries also hold the labels at the case's own size
+CACHE_VERSION = 3  # 2: entries also hold the labels at the case's own size; 3: and its spacing
 
 
 def case_files(case: Case) -> list[Path]:
@@ -62,6 +62,7 @@ class CachedCase(NamedTuple):
     images: torch.Tensor  # [D, C, S, S] at the working size
     labels: torch.Tensor | None  # [D, S, S] at the working size
     native_labels: torch.Tensor | None  # [D, H, W] at the case's own size
+    spacing: list[float] | None = None  # mm along those axes
 
 
 def load_cached(cache_dir: Path, case_id: str, key: str) -> CachedCase | None:
@@ -71,8 +72,10 @@ def load_cached(cache_dir: Path, case_id: str, key: str) -> CachedCase | None:
         return None
     try:
         with np.load(path) as data:
-            return CachedCase(*(torch.from_numpy(data[k]) if k in data.files else None
-                                for k in ("images", "labels", "native_labels")))
+            arrays = [torch.from_numpy(data[k]) if k in data.files else None
+                      for k in ("images", "labels", "native_labels")]
+            spacing = data["spacing"].tolist() if "spacing" in data.files else None
+            return CachedCase(*arrays, spacing)
     except (OSError, ValueError, KeyError) as exc:
         log.warning("ignoring unreadable cache entry %s: %s", path, exc)
         return None
@@ -80,7 +83,7 @@ def load_cached(cache_dir: Path, case_id: str, key: str) -> CachedCase | None:
 
 def save_cached(
     cache_dir: Path, case_id: str, key: str, images: torch.Tensor, labels: torch.Tensor | None,
-    native_labels: torch.Tensor | None = None,
+    native_labels: torch.Tensor | None = None, spacing: list[float] | None = None,
 ) -> None:
     """Write an entry atomically (temp file + rename), so a crash never leaves half a file."""
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -89,6 +92,8 @@ def save_cached(
         arrays["labels"] = labels.numpy()
     if native_labels is not None:
         arrays["native_labels"] = native_labels.numpy()
+    if spacing is not None:
+        arrays["spacing"] = np.asarray(spacing, dtype=np.float64)
     fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:

@@ -64,8 +64,10 @@ class SliceDataset(Dataset):
         self.epoch = 0
         self.decode_count = 0
         self.native = native
-        # Per case, the reference labels [D, H, W] at the case's own in-plane size (native=True).
+        # Per case, the reference labels [D, H, W] at the case's own in-plane size (native=True),
+        # and its voxel size along those axes in mm (None where the format has none).
         self.native_labels: list[torch.Tensor] | None = [] if native else None
+        self.native_spacing: list[list[float] | None] | None = [] if native else None
         start = time.perf_counter()
         parts = [self._prepare(spec.case(cid)) for cid in self.case_ids]
         self._store(parts)
@@ -87,21 +89,24 @@ class SliceDataset(Dataset):
             key = cache_key(case, self.spec.format, self.image_size, self.normalisation)
             cached = load_cached(self.cache_dir, case.case_id, key)
             if cached is not None and cached.labels is not None and cached.native_labels is not None:
-                self._keep_native(cached.native_labels)
+                self._keep_native(cached.native_labels, cached.spacing)
                 return cached.images, cached.labels
         loaded = get_reader(self.spec.format).load(self.spec, case)
         self.decode_count += len(case.image_paths) + 1
         images, labels = prepare_case(loaded, self.image_size, self.normalisation)
         labels = labels.to(self._label_dtype())
         native = torch.as_tensor(loaded.label).to(self._label_dtype())
+        spacing = loaded.geometry.get("spacing")
+        spacing = None if spacing is None else [float(s) for s in reversed(spacing)][-native.dim():]  # (x,y,z)->(z,y,x)
         if key is not None:
-            save_cached(self.cache_dir, case.case_id, key, images, labels, native)
-        self._keep_native(native)
+            save_cached(self.cache_dir, case.case_id, key, images, labels, native, spacing)
+        self._keep_native(native, spacing)
         return images, labels
 
-    def _keep_native(self, labels: torch.Tensor) -> None:
-        if self.native_labels is not None:
+    def _keep_native(self, labels: torch.Tensor, spacing: list[float] | None) -> None:
+        if self.native_labels is not None and self.native_spacing is not None:
             self.native_labels.append(labels)
+            self.native_spacing.append(spacing if spacing is not None and len(spacing) == labels.dim() else None)
 
     def _label_dtype(self) -> torch.dtype:
         return torch.uint8 if max(self.spec.labels, default=0) < 256 else torch.int64

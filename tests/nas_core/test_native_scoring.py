@@ -296,3 +296,33 @@ def test_predict_reads_a_case_s_channel_files_together_and_names_masks_as_nnunet
 
         shutil.copy(root / "imagesTr" / "case0_0000.nii.gz", single / "scan.nii.gz")
         predict_paths(result.best_checkpoint, single / "scan.nii.gz", single)
+
+
+def test_hd95_in_millimetres_where_the_spacing_is_known() -> None:
+    from nas_core.metrics import CaseScores, summarise
+
+    truth = torch.zeros((2, H, W), dtype=torch.long)
+    truth[:, 10, 10], truth[:, 20, 30] = 1, 2
+    shifted = torch.zeros_like(truth)
+    shifted[:, 10, 12], shifted[:, 23, 30] = 1, 2  # 2 columns (0.75 mm each), 3 rows (1 mm each)
+    scores = CaseScores.compute("c", shifted, truth, K, spacing=[5.0, 1.0, 0.75])
+    assert scores.hd95[1] == pytest.approx(1.5) and scores.hd95[2] == pytest.approx(3.0)
+    truth, shifted = _native_label(), _native_label(shift=2)
+    assert CaseScores.compute("c", truth, truth, K, spacing=[5.0, 1.0, 0.75]).hd95 == {1: 0.0, 2: 0.0}
+    assert CaseScores.compute("c", truth, truth, K).hd95 == {}  # no spacing, no distance
+    summary = summarise([scores], ["background", "a", "b"])
+    assert summary["classes"]["a"]["hd95_mean"] == pytest.approx(1.5)
+    assert scores.to_dict()["hd95"] == {"1": pytest.approx(1.5), "2": pytest.approx(3.0)}
+    boxes = CaseScores.compute("c", shifted, truth, K, spacing=[5.0, 1.0, 0.75]).hd95
+    assert 0 < boxes[1] <= 1.5 + 1e-6  # at most the shift: some boundary points do not move at all
+
+
+def test_selection_and_report_average_the_same_way() -> None:
+    from nas_core.loop import mean_dsc
+    from nas_core.metrics import CaseScores, summarise
+
+    # class 2 is absent from both in case b (undefined): the two averagings would differ
+    a = CaseScores("a", {1: 0.9, 2: 0.1})
+    b = CaseScores("b", {1: 0.5, 2: float("nan")})
+    assert mean_dsc([a, b]) == pytest.approx(summarise([a, b], ["bg", "x", "y"])["mean_dsc"])
+    assert mean_dsc([a, b]) == pytest.approx((0.7 + 0.1) / 2)

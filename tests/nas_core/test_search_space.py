@@ -85,7 +85,10 @@ def test_k1_is_plain_darts_all_channels_through_ops():
 ])
 def test_supernet_shapes(size, classes, in_ch, depth, nodes, ds):
     net = SearchNetwork(in_ch, classes, channels=8, depth=depth, nodes=nodes, k=2, deep_supervision=ds)
-    assert net(torch.randn(2, in_ch, size, size)).shape == (2, classes, size, size)
+    out = net(torch.randn(2, in_ch, size, size))
+    heads = out if ds else [out]  # deep supervision trains on every head
+    assert len(heads) == (depth if ds else 1) and all(h.shape == (2, classes, size, size) for h in heads)
+    assert net.eval()(torch.randn(2, in_ch, size, size)).shape == (2, classes, size, size)
     assert len(net.dn_cells) == depth
     assert len(net.up_cells) == depth * (depth + 1) // 2
 
