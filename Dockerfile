@@ -29,15 +29,14 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
     && rm /tmp/requirements.txt
 
 COPY alembic.ini ./
-COPY migrations ./migrations
 COPY nas_core ./nas_core
 COPY store ./store
 COPY worker ./worker
 COPY api ./api
 COPY cli ./cli
 COPY client ./client
-# Editable, so store.migrate finds migrations/ next to the packages in /app.
-RUN pip install --no-deps -e . \
+# Not editable: the migrations travel inside the store package (package data).
+RUN pip install --no-deps . \
     && useradd --create-home --uid 10001 thrifty \
     && mkdir -p "$THRIFTY_HOME" /artifacts /uploads /datasets \
     && chown thrifty:thrifty "$THRIFTY_HOME" /artifacts /uploads

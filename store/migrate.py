@@ -1,7 +1,7 @@
 """Run the Alembic migrations in-process (``thrifty-nas`` migrates on start-up).
 
-The migrations folder is found next to this package, so this works from any
-working directory without alembic.ini.
+The migrations travel inside this package (``store/migrations``, package data), so this
+works from any working directory, without alembic.ini and from a non-editable install.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from alembic.script import ScriptDirectory
 
 from store.db import make_engine
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
 def alembic_config(url: str) -> Config:

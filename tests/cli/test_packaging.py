@@ -42,3 +42,19 @@ def test_format_choices_are_the_registered_readers() -> None:
 
     result = CliRunner().invoke(app, ["verify", "--data", ".", "--format", "dicomish"])
     assert result.exit_code == 2 and "nnunet" in result.output and "folder2d" in result.output
+
+
+def test_a_wheel_carries_the_migrations(tmp_path) -> None:
+    """A non-editable install (the image's, pip install .) must find every migration."""
+    import subprocess
+    import sys
+    import zipfile
+
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path), str(ROOT)], check=True, capture_output=True)
+    wheel = next(tmp_path.glob("thrifty_nas-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    shipped = {p.relative_to(ROOT).as_posix() for p in (ROOT / "store" / "migrations").rglob("*")
+               if p.is_file() and p.suffix in (".py", ".mako")}
+    assert shipped and shipped <= names, sorted(shipped - names)
+    assert "nas_core/default_genotype.json" in names
