@@ -81,6 +81,13 @@ class StepFailed(RuntimeError):
     pass
 
 
+def python_value(python: Path, script: str, *args: object) -> str:
+    """The last line a short ``script`` prints, run by ``python`` (one thread) with ``args``."""
+    res = subprocess.run([str(python), "-c", script, *map(str, args)], cwd=ROOT, check=True, capture_output=True,
+                         text=True, env={**os.environ, **ONE_THREAD})
+    return res.stdout.strip().splitlines()[-1]
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -237,9 +244,7 @@ class Bench:
                   "['network_weights']\nseen = {v.data_ptr(): v.numel() for k, v in sd.items()"
                   " if not k.endswith(('running_mean', 'running_var', 'num_batches_tracked'))}\n"
                   "print(sum(seen.values()))")
-        res = subprocess.run([str(venv / "bin" / "python"), "-c", script, str(out / "checkpoint_final.pth")],
-                             check=True, capture_output=True, text=True)
-        return int(res.stdout.strip().splitlines()[-1])
+        return int(python_value(venv / "bin" / "python", script, out / "checkpoint_final.pth"))
 
     # -- Thrifty and the baselines ---------------------------------------------------------
     def thrifty_cli(self) -> list[str]:
@@ -259,10 +264,10 @@ class Bench:
         out = self.work / (reuse or model) / "retrain"
         resume = ["--resume"] if (out / "last.pt").exists() else []
         val = ",".join(self.split["val"])
-        train = self.done(reuse, "retrain") if reuse else self.run(model, "retrain", [*self.thrifty_cli(), "retrain", "--data", str(data), "--out", str(out),
-                                            *arch, *self.recipe(), "--epochs", "1000", "--val-cases", val,
-                                            "--time-budget-minutes", str(self.args.budget_minutes),
-                                            "--device", "cpu", "--json", *resume], cwd=ROOT)
+        command = [*self.thrifty_cli(), "retrain", "--data", str(data), "--out", str(out), *arch, *self.recipe(),
+                   "--epochs", "1000", "--val-cases", val, "--time-budget-minutes", str(self.args.budget_minutes),
+                   "--device", "cpu", "--json", *resume]
+        train = self.done(reuse, "retrain") if reuse else self.run(model, "retrain", command, cwd=ROOT)
         if train is None:
             raise StepFailed(f"{model}: --reuse-training needs a finished retrain of {reuse!r} first")
         pred = self.work / model / "pred_test"
@@ -286,9 +291,7 @@ class Bench:
                   "from nas_core.latency import measure_network_ms\n"
                   "model, meta = load_model(sys.argv[1], 'cpu')\n"
                   "print(measure_network_ms(model, meta['in_channels'], int(sys.argv[2]), torch.device('cpu'), reps=10))")
-        res = subprocess.run([sys.executable, "-c", script, str(checkpoint), str(size)], cwd=ROOT, check=True,
-                             capture_output=True, text=True, env={**os.environ, **ONE_THREAD})
-        return float(res.stdout.strip().splitlines()[-1])
+        return float(python_value(Path(sys.executable), script, checkpoint, size))
 
     def thrifty(self) -> dict[str, Any]:
         data = self.thrifty_data()

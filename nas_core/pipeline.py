@@ -1,6 +1,6 @@
 """From a dataset folder to the slice datasets an engine trains on.
 
-Both engines plan the same split (``nas_core.data.splits.plan_split``): test cases (the
+Both engines plan the same split (``nas_core.data.splits.split_for``, which the API uses too): test cases (the
 dataset's labelled imagesTs, or the config's ``test_cases``) are set apart first, then
 validation cases (``val_cases``, or a seeded ``val_fraction``).
 Search: the training cases halved (by case) into a weight half and an architecture half.
@@ -25,7 +25,7 @@ from nas_core.data import (
     open_dataset,
 )
 from nas_core.data.batch_augment import BatchAugment
-from nas_core.data.splits import Split, plan_split
+from nas_core.data.splits import Split, split_for
 
 
 @dataclass
@@ -73,19 +73,12 @@ class PreparedData:
         }
 
 
-def job_split(spec: DatasetSpec, config: Any) -> Split:
-    """The split a job's config asks for on this dataset (``plan_split``)."""
-    return plan_split([c.case_id for c in spec.cases], [c.case_id for c in spec.test_cases],
-                      val_fraction=config.val_fraction, seed=config.seed, val_cases=config.val_cases,
-                      test_cases=config.test_cases)
-
-
 def prepare_search_data(root: Path, config: Any, cache_dir: Path | None = None,
                         data_format: str | None = None) -> PreparedData:
     """Halve the *training* cases: validation and test cases never help choose the architecture
     (a retrain with the same split can be scored honestly; ``val_fraction=0``: every case)."""
     spec = open_dataset(root, format=data_format)
-    split = job_split(spec, config)
+    split = split_for(spec, config)
     if len(split.train) < 2:
         raise DatasetError(f"the search needs at least 2 training cases to halve, got {len(split.train)} of "
                            f"{len(spec.cases)} after holding out validation and test cases; add cases or "
@@ -101,7 +94,7 @@ def prepare_search_data(root: Path, config: Any, cache_dir: Path | None = None,
 def prepare_retrain_data(root: Path, config: Any, cache_dir: Path | None = None,
                          data_format: str | None = None) -> PreparedData:
     spec = open_dataset(root, format=data_format)
-    split = job_split(spec, config)
+    split = split_for(spec, config)
     if not split.val:
         raise DatasetError("a retrain needs validation cases to choose its best epoch; set val_fraction > 0 "
                            "or val_cases")

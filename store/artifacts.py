@@ -103,6 +103,12 @@ class ArtifactStore:
         return self.root / _check_name(job_id, "job id")
 
 
+def work_dir(artifact_dir: Path, job_id: str) -> Path:
+    """A running job's work folder (``{artifact_dir}/work/{job_id}``): on the shared volume, so any
+    worker can resume it."""
+    return Path(artifact_dir) / "work" / _check_name(job_id, "job id")
+
+
 def register_artifact(
     session: Session,
     *,

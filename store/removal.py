@@ -15,7 +15,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from store.artifacts import ArtifactStore
+from store.artifacts import ArtifactStore, work_dir
 from store.models import Artifact, Dataset, Job, JobStatus
 from store.settings import Settings
 from store.types import utcnow
@@ -24,21 +24,27 @@ ACTIVE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
 
 
 class StillInUse(ValueError):
-    """The thing cannot be deleted yet; the message says what to do first."""
+    """The thing cannot be deleted yet; the message says what to do first, ``code`` names why."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def delete_job(session: Session, job: Job, settings: Settings) -> list[Path]:
     """Delete a finished job's rows; returns the folders to remove after the commit."""
     if job.status in ACTIVE:
-        raise StillInUse(f"job {job.id} is {job.status}; cancel it first (POST /v1/jobs/{job.id}/cancel)")
+        raise StillInUse(f"job {job.id} is {job.status}; cancel it first (POST /v1/jobs/{job.id}/cancel)",
+                         "job_active")
     session.delete(job)
-    return [ArtifactStore(settings.artifact_dir).job_dir(job.id), settings.artifact_dir / "work" / job.id]
+    return [ArtifactStore(settings.artifact_dir).job_dir(job.id), work_dir(settings.artifact_dir, job.id)]
 
 
 def delete_artifact(session: Session, artifact: Artifact, settings: Settings) -> list[Path]:
     job = session.get(Job, artifact.job_id)
     if job is not None and job.status in ACTIVE:
-        raise StillInUse(f"job {job.id} is {job.status}; its artefacts can be deleted once it has finished")
+        raise StillInUse(f"job {job.id} is {job.status}; its artefacts can be deleted once it has finished",
+                         "job_active")
     session.delete(artifact)
     return [ArtifactStore(settings.artifact_dir).path_of(artifact.location)]
 
@@ -47,7 +53,8 @@ def delete_dataset(session: Session, dataset: Dataset, settings: Settings) -> li
     """Delete a dataset no job uses; an uploaded dataset's files go too (a registered path is the lab's)."""
     jobs = session.scalar(select(func.count()).select_from(Job).where(Job.dataset_id == dataset.id)) or 0
     if jobs:
-        raise StillInUse(f"dataset {dataset.id} is used by {jobs} job(s); delete them first (DELETE /v1/jobs/ID)")
+        raise StillInUse(f"dataset {dataset.id} is used by {jobs} job(s); delete them first (DELETE /v1/jobs/ID)",
+                         "dataset_in_use")
     session.delete(dataset)
     if not dataset.path:
         return []

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from nas_core.config import RetrainConfig, SearchConfig
 from nas_core.data import REGISTRY
 from nas_core.genotype import Genotype
+from store.artifacts import work_dir as store_work_dir
 from store.history import get_genotype, latest_genotype
 from store.models import Dataset, Job, JobKind, JobStatus
 from store.settings import Settings
@@ -42,7 +43,7 @@ class JobPlan:
 
 
 def work_dir(settings: Settings, job_id: str) -> Path:
-    return settings.artifact_dir / "work" / job_id
+    return store_work_dir(settings.artifact_dir, job_id)
 
 
 def resolve_architecture(session: Session, job: Job) -> dict[str, Any]:

@@ -10,10 +10,11 @@ from fastapi import APIRouter, Header, Path, Response
 from fastapi.responses import StreamingResponse
 
 from api.deps import OwnedJob, SessionDep, SettingsDep
-from api.errors import Conflict, NotFound, error_responses
+from api.errors import NotFound, error_responses
 from api.presenters import artifact_out
 from api.routes import API_PREFIX
 from api.schemas import ArtifactList
+from api.services.deletion import delete_and_remove
 from api.services.ranges import file_chunks, parse_range
 from store import removal
 from store.artifacts import ArtifactStore, get_artifact, list_artifacts
@@ -102,10 +103,4 @@ def delete_job_artifact(
     artifact = get_artifact(session, job.id, name)
     if artifact is None:
         raise NotFound(f"job {job.id} has no artefact {name!r}; list them with GET /v1/jobs/{job.id}/artifacts")
-    try:
-        files = removal.delete_artifact(session, artifact, settings)
-    except removal.StillInUse as exc:
-        raise Conflict(str(exc), code="job_active") from None
-    session.commit()
-    removal.remove_files(files)
-    return Response(status_code=204)
+    return delete_and_remove(session, lambda: removal.delete_artifact(session, artifact, settings))

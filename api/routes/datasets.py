@@ -12,11 +12,12 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import CurrentUser, OwnedDataset, SessionDep, SettingsDep, StateDep
-from api.errors import Conflict, Unprocessable, UnsupportedMediaType, error_responses
+from api.errors import Unprocessable, UnsupportedMediaType, error_responses
 from api.presenters import dataset_detail, dataset_out
 from api.routes import API_PREFIX
 from api.schemas import DatasetDetail, DatasetPage, DatasetRegister
 from api.services.datasets import new_upload_folder, register_path, register_upload
+from api.services.deletion import delete_and_remove
 from api.services.uploads import receive_upload
 from store import removal
 from store.models import Dataset
@@ -107,10 +108,4 @@ def get_dataset(dataset: OwnedDataset) -> DatasetDetail:
 @router.delete("/{dataset_id}", status_code=204, responses=error_responses(404, 409))
 def delete_dataset(dataset: OwnedDataset, session: SessionDep, settings: SettingsDep) -> Response:
     """Delete a dataset no job uses (409 naming them otherwise); an uploaded one's files go too."""
-    try:
-        files = removal.delete_dataset(session, dataset, settings)
-    except removal.StillInUse as exc:
-        raise Conflict(str(exc), code="dataset_in_use") from None
-    session.commit()
-    removal.remove_files(files)
-    return Response(status_code=204)
+    return delete_and_remove(session, lambda: removal.delete_dataset(session, dataset, settings))

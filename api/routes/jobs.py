@@ -11,6 +11,7 @@ from api.errors import Conflict, error_responses
 from api.presenters import job_out
 from api.routes import API_PREFIX
 from api.schemas import AlphaHistory, JobLogOut, JobOut, JobPage, MetricsOut
+from api.services.deletion import delete_and_remove
 from api.services.history import MAX_EPOCH, edge_labels, epoch_cursor, group_by_epoch
 from store import removal
 from store.artifacts import ArtifactStore
@@ -47,13 +48,7 @@ def get_job(job: OwnedJob) -> JobOut:
 def delete_job(job: OwnedJob, session: SessionDep, settings: SettingsDep) -> Response:
     """Delete a finished job: its rows, history, artefacts and files (its genotypes stay). 409 while
     it is queued or running: cancel it first. Afterwards the job is 404."""
-    try:
-        files = removal.delete_job(session, job, settings)
-    except removal.StillInUse as exc:
-        raise Conflict(str(exc), code="job_active") from None
-    session.commit()
-    removal.remove_files(files)
-    return Response(status_code=204)
+    return delete_and_remove(session, lambda: removal.delete_job(session, job, settings))
 
 
 @router.post(

@@ -22,7 +22,7 @@ from api.errors import Conflict, NotFound, Unprocessable
 from api.schemas import ArchitectureIn
 from nas_core.config import ConfigError, RetrainConfig, SearchConfig
 from nas_core.data import DatasetError, open_dataset
-from nas_core.data.splits import leak_message, leaked_cases, plan_split
+from nas_core.data.splits import leak_message, leaked_cases, split_for
 from nas_core.genotype import Genotype, InvalidGenotype
 from nas_core.memory import estimate_peak_bytes, gib, too_big_message
 from nas_core.models import InvalidArchitecture, build_model
@@ -110,18 +110,11 @@ def resolve_architecture(
     return {**spec, "search_job_id": job.id}
 
 
-def _split_of(dataset: Dataset, config: SearchConfig | RetrainConfig) -> Any:
-    spec = open_dataset(dataset.path, format=dataset.format)
-    return plan_split([c.case_id for c in spec.cases], [c.case_id for c in spec.test_cases],
-                      val_fraction=config.val_fraction, seed=config.seed, val_cases=config.val_cases,
-                      test_cases=config.test_cases)
-
-
 def check_no_leak(session: Session, architecture: dict[str, Any], dataset: Dataset, config: RetrainConfig) -> None:
     """422 ``data_leak`` when a validation or test case of this retrain helped the search that
     found its genotype choose it (same dataset only: another dataset's cases are other scans).
 
-    The search's cases are planned exactly as its worker planned them (``plan_split`` on the
+    The search's cases are planned exactly as its worker planned them (``split_for`` on the
     dataset and the search's stored config), so nothing needs to be recorded at run time.
     """
     search_id = architecture.get("search_job_id")
@@ -132,8 +125,9 @@ def check_no_leak(session: Session, architecture: dict[str, Any], dataset: Datas
     if search is None or search.kind != JobKind.SEARCH.value or search.dataset_id != dataset.id:
         return
     try:
-        searched = _split_of(dataset, SearchConfig.from_dict(search.config)).train
-        split = _split_of(dataset, config)
+        spec = open_dataset(dataset.path, format=dataset.format)
+        searched = split_for(spec, SearchConfig.from_dict(search.config)).train
+        split = split_for(spec, config)
     except (DatasetError, ConfigError) as exc:
         raise Unprocessable(f"cannot plan this retrain's cases: {exc}", code="validation_error",
                             details={"fields": {"config": str(exc)}}) from None

@@ -9,8 +9,10 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from nas_core.data.errors import DatasetError
+from nas_core.data.spec import DatasetSpec
 
 
 def split_cases(
@@ -86,6 +88,13 @@ def plan_split(case_ids: Sequence[str], dataset_test_ids: Sequence[str] = (), *,
     if not train:
         raise DatasetError("no case is left to train on after taking validation and test cases out")
     return Split(tuple(train), tuple(val), tuple(test))
+
+
+def split_for(spec: DatasetSpec, config: Any) -> Split:
+    """The split a job's config (seed, val_fraction, val_cases, test_cases) asks for on a dataset."""
+    return plan_split([c.case_id for c in spec.cases], [c.case_id for c in spec.test_cases],
+                      val_fraction=config.val_fraction, seed=config.seed, val_cases=config.val_cases,
+                      test_cases=config.test_cases)
 
 
 def leaked_cases(search_cases: Iterable[str], split: Split) -> list[str]:

@@ -46,12 +46,18 @@ def test_format_choices_are_the_registered_readers() -> None:
 
 def test_a_wheel_carries_the_migrations(tmp_path) -> None:
     """A non-editable install (the image's, pip install .) must find every migration."""
+    import shutil
     import subprocess
     import sys
     import zipfile
 
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(tmp_path), str(ROOT)], check=True, capture_output=True)
+    had_build = (ROOT / "build").exists()
+    try:
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                        str(tmp_path), str(ROOT)], check=True, capture_output=True)
+    finally:
+        if not had_build:  # setuptools builds in the source tree: leave it as it was
+            shutil.rmtree(ROOT / "build", ignore_errors=True)
     wheel = next(tmp_path.glob("thrifty_nas-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     shipped = {p.relative_to(ROOT).as_posix() for p in (ROOT / "store" / "migrations").rglob("*")
