@@ -20,7 +20,8 @@ from typing import Any
 from nas_core.callbacks import Callbacks, EpochRecord, StepEvent
 from nas_core.checkpoint import check_resumable, load_checkpoint, save_checkpoint
 from nas_core.config import RetrainConfig
-from nas_core.data.splits import leak_message, leaked_cases
+from nas_core.data import open_dataset
+from nas_core.data.splits import leak_message, leaked_cases, split_for
 from nas_core.loop import BatchStream, check_stop, checked, evaluate, mean_dsc
 from nas_core.losses import DeepSupervisionLoss, DiceCELoss
 from nas_core.metrics import summarise
@@ -218,16 +219,18 @@ def run_retrain(data: str | Path | PreparedData, architecture: dict[str, Any], c
     """Train `architecture` ({"genotype": ...} or {"baseline": "unet"|"unetpp"}) from scratch.
 
     ``search_cases``: the cases a search used to choose this genotype; a retrain whose
-    validation or test cases are among them raises :class:`DataLeak` before training.
+    validation or test cases are among them raises :class:`DataLeak` before any file is decoded.
     """
+    if search_cases is not None:
+        split = data.split if isinstance(data, PreparedData) else split_for(
+            open_dataset(Path(data), format=data_format), config)
+        leaked = leaked_cases(search_cases, split) if split is not None else []
+        if leaked:
+            raise DataLeak(leak_message(leaked))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     prepared = data if isinstance(data, PreparedData) else prepare_retrain_data(
         Path(data), config, cache_dir=cache_dir, data_format=data_format)
-    if search_cases is not None and prepared.split is not None:
-        leaked = leaked_cases(search_cases, prepared.split)
-        if leaked:
-            raise DataLeak(leak_message(leaked))
     job = _Retrain(prepared, architecture, config, out_dir, callbacks or Callbacks())
     if resume and (out_dir / LAST).exists():
         job.restore(out_dir / LAST)
