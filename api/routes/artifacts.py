@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Path, Response
 from fastapi.responses import StreamingResponse
 
+from api.body import JsonBodyRoute
 from api.deps import OwnedJob, SessionDep, SettingsDep
 from api.errors import NotFound, error_responses
 from api.presenters import artifact_out
@@ -21,7 +22,8 @@ from store.artifacts import ArtifactStore, get_artifact, list_artifacts
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix=API_PREFIX + "/jobs/{job_id}/artifacts", tags=["artifacts"])
+router = APIRouter(prefix=API_PREFIX + "/jobs/{job_id}/artifacts", tags=["artifacts"],
+                   route_class=JsonBodyRoute)
 
 ARTIFACT_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.+@=-]*$"  # the names store.artifacts accepts
 # The media type is guessed from the file's name: application/json for .json, octet-stream for checkpoints...

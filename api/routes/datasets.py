@@ -11,8 +11,9 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
+from api.body import JSON_MEDIA_TYPE, JsonBodyRoute, media_type, read_json
 from api.deps import CurrentUser, OwnedDataset, SessionDep, SettingsDep, StateDep
-from api.errors import Unprocessable, UnsupportedMediaType, error_responses
+from api.errors import UnsupportedMediaType, error_responses
 from api.presenters import dataset_detail, dataset_out
 from api.routes import API_PREFIX
 from api.schemas import DatasetDetail, DatasetPage, DatasetRegister
@@ -23,7 +24,7 @@ from store import removal
 from store.models import Dataset
 from store.pagination import MAX_LIMIT, keyset_page
 
-router = APIRouter(prefix=f"{API_PREFIX}/datasets", tags=["datasets"])
+router = APIRouter(prefix=f"{API_PREFIX}/datasets", tags=["datasets"], route_class=JsonBodyRoute)
 
 REGISTER_BODY: dict[str, Any] = {
     "requestBody": {
@@ -37,11 +38,8 @@ REGISTER_BODY: dict[str, Any] = {
 
 
 async def _json_body(request: Request) -> DatasetRegister:
-    try:
-        data = await request.json()
-    except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
-        raise Unprocessable("request body is not valid JSON", code="validation_error",
-                            details={"fields": {"body": "not valid JSON"}}) from None
+    """The JSON registration, read as every route reads JSON (``api.body.read_json``)."""
+    data = await read_json(request)
     try:
         return DatasetRegister.model_validate(data)
     except ValidationError as exc:
@@ -60,9 +58,9 @@ async def register_dataset(
     request: Request, response: Response, user: CurrentUser, session: SessionDep, state: StateDep
 ) -> DatasetDetail:
     """Every file is verified first; a dataset with any problem is refused (422) with the report."""
-    media_type = request.headers.get("content-type", "").lower().split(";", 1)[0].strip()  # exact, not a prefix
+    kind, _ = media_type(request)  # exact, not a prefix
     settings = state.settings
-    if media_type == "multipart/form-data":
+    if kind == "multipart/form-data":
         with state.upload_slot(user.id):  # a user's uploads in flight are bounded (429)
             work = await run_in_threadpool(new_upload_folder, settings)
             try:
@@ -72,15 +70,17 @@ async def register_dataset(
                 )
             finally:
                 await run_in_threadpool(shutil.rmtree, work, True)
-    elif media_type == "application/json":
+    elif kind == JSON_MEDIA_TYPE:
         body = await _json_body(request)
         dataset = await run_in_threadpool(
             register_path, session, settings, user.id, body.name, body.path, body.format
         )
     else:
         raise UnsupportedMediaType(
-            "send JSON {name, path, format?} to register a server path, or multipart/form-data with a "
-            "'file' archive to upload one"
+            f"Content-Type {request.headers.get('content-type', '(none)')[:100]!r} is not accepted here: send "
+            f"{{name, path, format?}} as 'Content-Type: {JSON_MEDIA_TYPE}' (UTF-8) to register a server path, or "
+            f"'multipart/form-data' with a 'file' archive to upload one",
+            details={"accepted": [JSON_MEDIA_TYPE, "multipart/form-data"]},
         )
     response.headers["Location"] = f"{API_PREFIX}/datasets/{dataset.id}"
     return dataset_detail(dataset)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from api.body import JsonBodyRoute
 from api.deps import OwnedGenotype, OwnedJob, SessionDep
 from api.errors import Conflict, NotFound, error_responses
 from api.presenters import genotype_out
@@ -12,7 +13,7 @@ from api.schemas import GenotypeOut
 from store.history import latest_genotype
 from store.models import JobKind
 
-router = APIRouter(prefix=API_PREFIX, tags=["genotypes"])
+router = APIRouter(prefix=API_PREFIX, tags=["genotypes"], route_class=JsonBodyRoute)
 
 
 @router.get("/genotypes/{genotype_id}", response_model=GenotypeOut, responses=error_responses(404))

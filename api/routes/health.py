@@ -8,12 +8,13 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from api import queue
+from api.body import JsonBodyRoute
 from api.deps import StateDep
 from api.errors import ServiceUnavailable, error_responses
 from api.schemas import Health, Readiness
 from api.state import AppState
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=JsonBodyRoute)
 
 BROKER_TIMEOUT_S = 1.0
 

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
+from api.body import JsonBodyRoute
 from api.deps import CurrentUser, OwnedJob, SessionDep, SettingsDep
 from api.errors import Conflict, error_responses
 from api.presenters import job_out
@@ -21,7 +22,7 @@ from store.jobs import request_cancel
 from store.models import TERMINAL_STATUSES, Job, JobKind, JobStatus
 from store.pagination import MAX_LIMIT, list_jobs
 
-router = APIRouter(prefix=f"{API_PREFIX}/jobs", tags=["jobs"])
+router = APIRouter(prefix=f"{API_PREFIX}/jobs", tags=["jobs"], route_class=JsonBodyRoute)
 
 
 @router.get("", response_model=JobPage, responses=error_responses(400))

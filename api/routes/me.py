@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from sqlalchemy import func, select
 
+from api.body import JsonBodyRoute
 from api.deps import CurrentUser, SessionDep
 from api.errors import error_responses
 from api.routes import API_PREFIX
@@ -12,7 +13,7 @@ from api.schemas import MeOut
 from store.models import Dataset, Job
 from store.removal import storage_bytes
 
-router = APIRouter(prefix=API_PREFIX, tags=["account"])
+router = APIRouter(prefix=API_PREFIX, tags=["account"], route_class=JsonBodyRoute)
 
 
 @router.get("/me", response_model=MeOut, responses=error_responses())

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 from sqlalchemy.orm import Session
 
+from api.body import JsonBodyRoute
 from api.deps import CurrentUser, OwnedGenotype, OwnedJob, SessionDep
 from api.errors import Conflict, NotFound, error_responses
 from api.routes import API_PREFIX
@@ -30,7 +31,7 @@ from store.history import latest_genotype, list_alpha_snapshots, list_epoch_metr
 from store.jobs import get_job
 from store.models import TERMINAL_STATUSES, AlphaSnapshot, Job, JobKind, JobStatus
 
-router = APIRouter(prefix=API_PREFIX, tags=["plots"])
+router = APIRouter(prefix=API_PREFIX, tags=["plots"], route_class=JsonBodyRoute)
 
 SNAPSHOT_PAGE = 500  # epochs read per query
 FINISHED_CACHE = "private, max-age=3600"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
+from api.body import JsonBodyRoute
 from api.deps import CurrentUser, IdempotencyKey, SessionDep, SettingsDep
 from api.errors import error_responses
 from api.presenters import submitted
@@ -13,7 +14,7 @@ from api.services.configs import retrain_config
 from api.services.submit import check_no_leak, ready_dataset, resolve_architecture, submit
 from store.models import JobKind
 
-router = APIRouter(prefix=f"{API_PREFIX}/retrains", tags=["jobs"])
+router = APIRouter(prefix=f"{API_PREFIX}/retrains", tags=["jobs"], route_class=JsonBodyRoute)
 
 
 @router.post("", status_code=202, response_model=JobOut, responses=error_responses(400, 404, 409, 422))
