@@ -12,9 +12,9 @@ dashboard's own forms check a CSRF token, the JSON API takes the header.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, Header, Path, Request
+from fastapi import Depends, Header, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
@@ -106,6 +106,14 @@ IdempotencyKey = Annotated[
         "returns the first job (header Idempotent-Replayed: true); the same key with another body is 409",
     ),
 ]
+
+def cursor_query(description: str = "next_cursor of the previous page; omit it for the first page") -> Any:
+    """A page cursor: an opaque token of this service, never empty (an empty one is 422, as the schema says).
+
+    A non-empty token this service did not issue is 400 ``invalid_cursor`` (documented).
+    """
+    return Query(min_length=1, description=description)
+
 
 ID_PATTERN = r"^[A-Za-z0-9_-]+$"  # ids are `<prefix>_<32 hex>` (store.types.new_id); anything else is 422
 JobId = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN, description="a job id, e.g. job_3f2a...")]

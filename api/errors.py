@@ -278,14 +278,17 @@ def install_error_handlers(app: FastAPI) -> None:
 # Documented error responses for the OpenAPI schema -------------------------------------------
 
 ERROR_DESCRIPTIONS = {
-    400: "Bad request (e.g. an invalid cursor, a body that cannot be decoded, a file that is not an archive)",
+    400: "Bad request: a cursor this service did not issue, a body that is not UTF-8 JSON or is nested too "
+         "deep (invalid_json), an upload that is not a zip or tar archive (not_an_archive) or is damaged or unsafe",
     401: "Missing, unknown or revoked API key (`Authorization: Bearer <key>`)",
     404: "Not found, or not yours",
     409: "Conflict with the resource's current state",
-    413: "Upload larger than the server's limit",
+    413: "Body larger than the server's limit (a JSON body: 4 MiB; an upload: THRIFTY_MAX_UPLOAD_BYTES)",
     415: "Unsupported Content-Type",
     416: "Requested byte range not satisfiable",
-    422: "Invalid input; `details.fields` maps each bad field to its reason",
+    422: "Invalid input; `details.fields` maps each bad field to its reason. Also for valid JSON the data "
+         "refuses: options that conflict (k must divide channels, w_lr_min at most w_lr), a path or archive that "
+         "is not a valid dataset, a genotype that does not fit, a data leak, a job too large to run",
     429: "Too many uploads of yours at once; retry when one has finished",
     507: "Not enough free disk space on the server for this archive",
     503: "Database (or broker) unavailable; retry later",

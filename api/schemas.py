@@ -5,15 +5,22 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from api.deps import ID_PATTERN
-from api.services.configs import RetrainConfigIn, SearchConfigIn
+from api.services.configs import NO_NUL, RetrainConfigIn, SearchConfigIn, schema_rule
+from nas_core.data import REGISTRY
 from store.models import ArtifactKind, CellType, DatasetStatus, JobKind, JobStatus, Split
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200,
-                                        pattern=r"^[^\x00-\x1f\x7f]+$")]  # no control characters
-Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=ID_PATTERN)]
+# A name: 1 to 200 characters, no control characters, at least one visible one (the class below lists
+# what str.strip() removes, spelled out: `\s` differs between the schema's regex dialect and Python's).
+# Surrounding blanks are stripped after the checks, so the schema's lengths are the server's.
+_VISIBLE = r"[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+NAME_PATTERN = rf"^[^\x00-\x1f\x7f]*{_VISIBLE}[^\x00-\x1f\x7f]*$"
+NAME_RULE: dict[str, Any] = {"minLength": 1, "maxLength": 200, "pattern": NAME_PATTERN}
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NAME_PATTERN), AfterValidator(str.strip)]
+Id = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=ID_PATTERN)]  # as sent: no blanks
+FORMATS = sorted(REGISTRY)
 
 
 class _In(BaseModel):
@@ -60,17 +67,23 @@ class DatasetRegister(_In):
     """Register a dataset already on the server, under one of its configured data roots."""
 
     name: Name = Field(description="unique among your datasets")
-    path: str = Field(min_length=1, max_length=4096,
-                      description="a folder under a data root (absolute, or relative to the first root)")
-    format: str | None = Field(None, description="nnunet, promise12, chaos_ct or folder2d; detected if omitted")
+    path: str = Field(min_length=1, max_length=4096, json_schema_extra=schema_rule({"pattern": NO_NUL}),
+                      description="a folder under a data root (absolute, or relative to the first root); "
+                                  "one that is not there, or not a valid dataset, is refused (422)")
+    format: str | None = Field(None, description="detected if omitted",
+                               json_schema_extra=schema_rule({"enum": FORMATS}))
 
 
 class DatasetUpload(BaseModel):
     """multipart/form-data: ``file`` (a .zip, .tar, .tar.gz archive), optional ``name`` and ``format``."""
 
-    file: bytes = Field(json_schema_extra={"format": "binary"})
-    name: str | None = Field(None, description="default: the archive's file name without extension")
-    format: str | None = None
+    file: bytes = Field(json_schema_extra={"format": "binary"},
+                        description="a .zip, .tar or .tar.gz of the dataset folder: anything else is refused "
+                                    "(400 not_an_archive), as is a damaged or unsafe archive (400)")
+    name: str | None = Field(None, description="default: the archive's file name without extension",
+                             json_schema_extra=schema_rule(NAME_RULE))
+    format: str | None = Field(None, description="detected if omitted or empty",
+                               json_schema_extra=schema_rule({"enum": [*FORMATS, ""]}))
 
 
 class DatasetLinks(BaseModel):
@@ -109,8 +122,15 @@ class SearchSubmit(_In):
     config: SearchConfigIn = Field(default_factory=SearchConfigIn)
 
 
+ARCHITECTURE_KEYS = ("genotype_id", "search_job_id", "baseline")
+
+
 class ArchitectureIn(_In):
     """Exactly one of ``genotype_id``, ``search_job_id`` or ``baseline``."""
+
+    # "Exactly one" in the schema: each branch holds when its key is given and not null.
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"oneOf": [
+        {"required": [key], "properties": {key: {"type": "string"}}} for key in ARCHITECTURE_KEYS]})
 
     genotype_id: Id | None = Field(None, description="one of your genotypes")
     search_job_id: Id | None = Field(None, description="a succeeded search job of yours: its final genotype")
@@ -118,7 +138,7 @@ class ArchitectureIn(_In):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ArchitectureIn:
-        given = [k for k in ("genotype_id", "search_job_id", "baseline") if getattr(self, k) is not None]
+        given = [k for k in ARCHITECTURE_KEYS if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(
                 f"give exactly one of genotype_id, search_job_id or baseline; got {given or 'none'}"

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from api.body import JSON_MEDIA_TYPE, JsonBodyRoute, media_type, read_json
-from api.deps import CurrentUser, OwnedDataset, SessionDep, SettingsDep, StateDep
+from api.deps import CurrentUser, OwnedDataset, SessionDep, SettingsDep, StateDep, cursor_query
 from api.errors import UnsupportedMediaType, error_responses
 from api.presenters import dataset_detail, dataset_out
 from api.routes import API_PREFIX
@@ -90,7 +90,7 @@ async def register_dataset(
 def list_datasets(
     user: CurrentUser,
     session: SessionDep,
-    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    cursor: Annotated[str | None, cursor_query()] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
 ) -> DatasetPage:
     """Your datasets, newest first."""

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from api.body import JsonBodyRoute
-from api.deps import CurrentUser, OwnedJob, SessionDep, SettingsDep
+from api.deps import CurrentUser, OwnedJob, SessionDep, SettingsDep, cursor_query
 from api.errors import Conflict, error_responses
 from api.presenters import job_out
 from api.routes import API_PREFIX
@@ -31,7 +31,7 @@ def list_my_jobs(
     session: SessionDep,
     kind: JobKind | None = None,
     status: Annotated[list[JobStatus] | None, Query(description="repeat for several")] = None,
-    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    cursor: Annotated[str | None, cursor_query()] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
 ) -> JobPage:
     """Your jobs, newest first, optionally of one kind and some statuses."""
@@ -88,7 +88,7 @@ def alpha_history(
     job: OwnedJob,
     session: SessionDep,
     after_epoch: Annotated[int | None, Query(ge=-1, le=MAX_EPOCH, description="epochs after this one")] = None,
-    cursor: Annotated[str | None, Query(description="next_cursor of the previous page (same as after_epoch)")] = None,
+    cursor: Annotated[str | None, cursor_query("next_cursor of the previous page (same as after_epoch)")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="epochs per page")] = 50,
 ) -> AlphaHistory:
     """Architecture weights per epoch and cell type, with each alphas row's edge and op names."""

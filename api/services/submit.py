@@ -95,7 +95,7 @@ def resolve_architecture(
     if job.kind != JobKind.SEARCH.value:
         raise Unprocessable(
             f"job {job.id!r} is a {job.kind} job; search_job_id must name a search",
-            code="validation_error",
+            code="not_a_search",
             details={"fields": {"architecture.search_job_id": "not a search job"}},
         )
     row = latest_genotype(session, job.id) if job.status == JobStatus.SUCCEEDED.value else None
@@ -129,7 +129,7 @@ def check_no_leak(session: Session, architecture: dict[str, Any], dataset: Datas
         searched = split_for(spec, SearchConfig.from_dict(search.config)).train
         split = split_for(spec, config)
     except (DatasetError, ConfigError) as exc:
-        raise Unprocessable(f"cannot plan this retrain's cases: {exc}", code="validation_error",
+        raise Unprocessable(f"cannot plan this retrain's cases: {exc}", code="invalid_cases",
                             details={"fields": {"config": str(exc)}}) from None
     leaked = leaked_cases(searched, split)
     if leaked:

@@ -109,7 +109,7 @@ async def receive_upload(request: Request, limit: int, folder: Path) -> Upload:
             archive=target,
             filename=upload.filename or "upload",
             name=name if isinstance(name, str) else None,
-            format=fmt if isinstance(fmt, str) and fmt.strip() else None,
+            format=(fmt or None) if isinstance(fmt, str) else None,  # "" (an empty form field): detect it
         )
     finally:
         await form.close()
