@@ -23,15 +23,15 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
-import shutil
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from nas_core.checkpoint import CheckpointError, inference_architecture, load_checkpoint, save_checkpoint
+from nas_core.data.frame import Frame
 from nas_core.export import DEFAULT_OPSET, ExportReport, export_checkpoint, preprocessing
+from nas_core.io import atomic_copy, atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -96,30 +96,16 @@ def extract_bundle(path: str | Path, dest: str | Path) -> Path:
 
 def _write_zip(out: Path, members: list[tuple[str, Path | bytes]]) -> None:
     """Write ``members`` into ``out`` atomically; weights stored as is, text deflated."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            with zipfile.ZipFile(fh, "w") as zf:
-                for name, data in members:
-                    method = zipfile.ZIP_STORED if isinstance(data, Path) else zipfile.ZIP_DEFLATED
-                    if isinstance(data, Path):
-                        zf.write(data, name, compress_type=method)
-                    else:
-                        zf.writestr(name, data, compress_type=method)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    def write(fh: BinaryIO) -> None:
+        with zipfile.ZipFile(fh, "w") as zf:
+            for name, data in members:
+                method = zipfile.ZIP_STORED if isinstance(data, Path) else zipfile.ZIP_DEFLATED
+                if isinstance(data, Path):
+                    zf.write(data, name, compress_type=method)
+                else:
+                    zf.writestr(name, data, compress_type=method)
 
-
-def _copy_atomic(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    atomic_write(out, write)
 
 
 def _num(value: float | None, spec: str = ".4f") -> str:
@@ -134,11 +120,11 @@ def _architecture_lines(state: dict[str, Any]) -> list[str]:
     else:
         kind = {"unet": "U-Net baseline", "unetpp": "UNet++ baseline"}.get(arch.get("baseline"), str(arch))
     classes = ", ".join(f"{i} {name}" for i, name in enumerate(state.get("class_names", [])))
-    size = state["image_size"]
+    h, w = Frame.from_meta(state).size
     lines = [f"- Architecture: {kind}", f"- Trainable parameters: {state.get('params', 0):,}",
-             f"- Input `image`: float32 [batch, {state['in_channels']}, {size}, {size}] "
+             f"- Input `image`: float32 [batch, {state['in_channels']}, {h}, {w}] "
              f"(channels: {', '.join(state.get('channel_names', [])) or '-'})",
-             f"- Output `logits`: float32 [batch, {state['num_classes']}, {size}, {size}]; "
+             f"- Output `logits`: float32 [batch, {state['num_classes']}, {h}, {w}]; "
              f"the label is the argmax over axis 1 ({classes})"]
     if "genotype" in arch:
         lines += ["", "Genotype (also in `genotype.json`):", "", "```json", json.dumps(arch["genotype"]), "```"]
@@ -153,8 +139,8 @@ def _data_lines(state: dict[str, Any]) -> list[str]:
             f"- SYNTHETIC: {'yes' if ds.get('synthetic') else 'no'}",
             f"- Cases: {len(ds.get('train_cases', []))} for training, {len(ds.get('held_out_cases', []))} "
             f"held out for validation ({', '.join(ds.get('held_out_cases', [])) or '-'})",
-            f"- Preprocessing: {norm['scheme']} normalisation{window}; 2D slices resized to "
-            f"{state['image_size']}x{state['image_size']} (see `preprocessing.json`)"]
+            f"- Preprocessing: {norm['scheme']} normalisation{window}; 2D slices placed in a "
+            f"{Frame.from_meta(state)} frame, aspect ratio kept (see `preprocessing.json`)"]
 
 
 def _training_lines(state: dict[str, Any]) -> list[str]:
@@ -272,7 +258,7 @@ def make_bundle(checkpoint: str | Path, out_path: str | Path, *, onnx_out: str |
         _write_zip(out_path, members)
         if onnx_out is not None:
             if report is not None:
-                _copy_atomic(onnx_path, Path(onnx_out))
+                atomic_copy(onnx_path, Path(onnx_out))
             else:
                 Path(onnx_out).unlink(missing_ok=True)
     log.info("wrote bundle %s (%s)", out_path, ", ".join(name for name, _ in members))

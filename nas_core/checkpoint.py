@@ -5,7 +5,7 @@ A checkpoint is a dict saved with torch.save:
 * ``schema``: CHECKPOINT_SCHEMA; ``kind``: 'search' or 'retrain'; ``epoch``: epochs completed.
 * ``architecture``: ``{"genotype": {...}}``, ``{"baseline": "unet"}`` or, for a search,
   ``{"supernet": {...}}`` plus the derived ``genotype``.
-* ``in_channels``, ``num_classes``, ``class_names``, ``image_size``, ``normalisation``,
+* ``in_channels``, ``num_classes``, ``class_names``, ``image_size`` ([H, W]), ``frame``, ``normalisation``,
   ``dataset`` (name, format, synthetic), ``config``.
 * ``model``, ``optimizers``, ``schedulers``, ``rng``, ``history``, ``metrics``: the state
   needed to resume exactly.
@@ -13,13 +13,13 @@ A checkpoint is a dict saved with torch.save:
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from nas_core.io import atomic_write
 
 CHECKPOINT_SCHEMA = 1
 
@@ -33,26 +33,7 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
 
     A crash mid-write leaves the previous file at `path` intact.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a writer killed mid-write
-        stale.unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save({"schema": CHECKPOINT_SCHEMA, **state}, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return path
+    return atomic_write(path, lambda fh: torch.save({"schema": CHECKPOINT_SCHEMA, **state}, fh))
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -54,7 +54,8 @@ def _common_rules(c: Any) -> dict[str, tuple[bool, str]]:
     return {
         "seed": (0 <= c.seed <= SEED_MAX, f"must be between 0 and {SEED_MAX}, got {c.seed}"),
         "epochs": (1 <= c.epochs <= 10_000, f"must be between 1 and 10000, got {c.epochs}"),
-        "image_size": (16 <= c.image_size <= 1024, f"must be between 16 and 1024 pixels, got {c.image_size}"),
+        "image_size": (c.image_size is None or 16 <= c.image_size <= 1024,
+                       f"must be between 16 and 1024 pixels or null (the dataset's plan), got {c.image_size}"),
         "batch_size": (1 <= c.batch_size <= 512, f"must be between 1 and 512, got {c.batch_size}"),
         "device": (bool(DEVICE_PATTERN.match(c.device)), f"must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {c.device!r}"),
         "num_workers": (0 <= c.num_workers <= 64, f"must be between 0 and 64, got {c.num_workers}"),
@@ -83,7 +84,9 @@ class SearchConfig(_Config):
 
     epochs: int = 50
     warmup_epochs: int = 15
-    image_size: int = 128
+    # Side S of a square working frame; None: the plan of the training cases (median spacing,
+    # aspect ratio kept, at most 256x256 pixels).
+    image_size: int | None = None
     batch_size: int = 8
     channels: int = 32
     nodes: int = 2
@@ -162,7 +165,9 @@ class RetrainConfig(_Config):
     """Retraining from scratch: Adam + cosine, CE + Dice, augmentation, val every epoch."""
 
     epochs: int = 100
-    image_size: int = 128
+    # Side S of a square working frame; None: the plan of the training cases (median spacing,
+    # aspect ratio kept, at most 256x256 pixels).
+    image_size: int | None = None
     batch_size: int = 8
     lr: float = 1e-3
     weight_decay: float = 5e-4

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -24,6 +23,11 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from nas_core.data.frame import Frame, as_hw
+from nas_core.io import atomic_write_bytes
+
+Size = int | tuple[int, int] | list[int]
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +51,7 @@ class ExportReport:
     opset: int
     inputs: list[dict[str, Any]]
     outputs: list[dict[str, Any]]
-    image_size: int
+    image_size: tuple[int, int]
     tolerance: float = PARITY_TOLERANCE
     batch: int = PARITY_BATCH
     onnxruntime: str = field(default="")
@@ -60,7 +64,7 @@ class ExportReport:
         """One line for people: the parity figure and what it was measured on."""
         return (f"onnxruntime {self.onnxruntime} vs PyTorch: max |difference| of the logits "
                 f"{self.max_abs_diff:.2e} (tolerance {self.tolerance:.0e}) on a batch of {self.batch} "
-                f"at {self.image_size}x{self.image_size}, opset {self.opset}")
+                f"at {self.image_size[0]}x{self.image_size[1]}, opset {self.opset}")
 
 
 def _runtime() -> Any:
@@ -73,25 +77,25 @@ def _runtime() -> Any:
     return onnxruntime
 
 
-def sample_input(in_channels: int, image_size: int, normalisation: dict[str, Any] | None = None,
+def sample_input(in_channels: int, image_size: Size, normalisation: dict[str, Any] | None = None,
                  batch: int = PARITY_BATCH, seed: int = 0) -> torch.Tensor:
     """A deterministic input in the range the network sees after normalisation:
-    [0, 1] for a CT window, zero-mean unit-variance otherwise. ``[batch, C, S, S]``."""
+    [0, 1] for a CT window, zero-mean unit-variance otherwise. ``[batch, C, H, W]``."""
     gen = torch.Generator().manual_seed(seed)
-    shape = (batch, in_channels, image_size, image_size)
+    shape = (batch, in_channels, *as_hw(image_size))
     if (normalisation or {}).get("scheme") == "ct_window":
         return torch.rand(shape, generator=gen)
     return torch.randn(shape, generator=gen)
 
 
-def export_module(model: nn.Module, out: Path | str, in_channels: int, image_size: int,
+def export_module(model: nn.Module, out: Path | str, in_channels: int, image_size: Size,
                   opset: int = DEFAULT_OPSET, metadata: dict[str, str] | None = None) -> Path:
     """Write ``model`` (eval mode) as ONNX to ``out``, atomically; dynamic batch axis.
 
     Args:
-        model: maps ``[B, in_channels, S, S]`` to ``[B, K, S, S]`` logits.
+        model: maps ``[B, in_channels, H, W]`` to ``[B, K, H, W]`` logits.
         out: the ``.onnx`` file to write (its folder is created).
-        in_channels, image_size: C and S of the traced input.
+        in_channels, image_size: C and S (or [H, W]) of the traced input.
         opset: ONNX opset version for the exporter.
         metadata: extra string key/values stored in the model's ``metadata_props``.
     """
@@ -102,9 +106,8 @@ def export_module(model: nn.Module, out: Path | str, in_channels: int, image_siz
     out.parent.mkdir(parents=True, exist_ok=True)
     model.eval()
     dummy = sample_input(in_channels, image_size, batch=1)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
+    with tempfile.TemporaryDirectory(prefix="onnx-") as scratch:
+        tmp = str(Path(scratch) / "model.onnx")
         with warnings.catch_warnings(), torch.no_grad():
             # shape checks in forward() become constants: the spatial size is fixed by design
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
@@ -119,24 +122,20 @@ def export_module(model: nn.Module, out: Path | str, in_channels: int, image_siz
                 raise ExportError(f"torch.onnx.export failed at opset {opset}: "
                                   f"{exc.__class__.__name__}: {exc}") from exc
         proto = onnx.load(tmp)
-        _fix_spatial_dims(proto, image_size)
-        onnx.checker.check_model(proto)
-        if metadata:
-            onnx.helper.set_model_props(proto, metadata)
-        onnx.save(proto, tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _fix_spatial_dims(proto, image_size)
+    onnx.checker.check_model(proto)
+    if metadata:
+        onnx.helper.set_model_props(proto, metadata)
+    atomic_write_bytes(out, proto.SerializeToString())
     return out
 
 
-def _fix_spatial_dims(proto: Any, image_size: int) -> None:
+def _fix_spatial_dims(proto: Any, image_size: Size) -> None:
     """Declare the logits' fixed H and W (the tracer names the crop's output dims symbolically)."""
     for value in proto.graph.output:
         dims = value.type.tensor_type.shape.dim
-        for dim in list(dims)[2:]:
-            dim.dim_value = image_size
+        for dim, side in zip(list(dims)[2:], as_hw(image_size), strict=False):
+            dim.dim_value = side
 
 
 def _io(values: list[Any]) -> list[dict[str, Any]]:
@@ -165,7 +164,7 @@ def check_parity(model: nn.Module, onnx_path: Path | str, sample: torch.Tensor) 
     return diff, session
 
 
-def export_and_check(model: nn.Module, out: Path | str, in_channels: int, image_size: int,
+def export_and_check(model: nn.Module, out: Path | str, in_channels: int, image_size: Size,
                      opset: int = DEFAULT_OPSET, tolerance: float = PARITY_TOLERANCE,
                      normalisation: dict[str, Any] | None = None,
                      metadata: dict[str, str] | None = None) -> ExportReport:
@@ -179,46 +178,54 @@ def export_and_check(model: nn.Module, out: Path | str, in_channels: int, image_
         if diff > tolerance:
             raise ExportError(f"ONNX parity check failed: onnxruntime's logits differ from PyTorch's by up to "
                               f"{diff:.3e} (tolerance {tolerance:.0e}) on a batch of {PARITY_BATCH} at "
-                              f"{image_size}x{image_size}, opset {opset}")
+                              f"{as_hw(image_size)[0]}x{as_hw(image_size)[1]}, opset {opset}")
     except BaseException:
         out.unlink(missing_ok=True)
         raise
-    report = ExportReport(out, diff, opset, _io(session.get_inputs()), _io(session.get_outputs()), image_size,
+    report = ExportReport(out, diff, opset, _io(session.get_inputs()), _io(session.get_outputs()), as_hw(image_size),
                           tolerance, PARITY_BATCH, ort.__version__)
     log.info("exported %s; %s", out, report.describe())
     return report
 
 
-def preprocessing(meta: dict[str, Any], image_size: int | None = None) -> dict[str, Any]:
+def preprocessing(meta: dict[str, Any], image_size: Size | None = None) -> dict[str, Any]:
     """What a caller must do to an image before the network (and after), from checkpoint metadata.
 
-    ``image_size``: the slice size the caller feeds (an ONNX graph's fixed size); the
-    training size by default.
+    ``image_size``: the slice size [H, W] the caller feeds (an ONNX graph's fixed size); the
+    training frame's by default.
     """
-    size = image_size or meta["image_size"]
+    frame = Frame.from_meta(meta)
+    h, w = as_hw(image_size) if image_size is not None else frame.size
+    spacing = "" if frame.spacing is None or image_size is not None else (
+        f" at {frame.spacing[0]:.4g}x{frame.spacing[1]:.4g} mm per pixel")
     return {
-        "image_size": size,
-        "trained_image_size": meta["image_size"],
+        "image_size": [h, w],
+        "trained_image_size": list(frame.size),
+        "frame": frame.to_dict(),
         "in_channels": meta["in_channels"],
         "channel_names": list(meta.get("channel_names", [])),
         "normalisation": meta["normalisation"],
         "num_classes": meta["num_classes"],
         "class_names": list(meta.get("class_names", [])),
         "input": {"name": INPUT_NAME, "layout": "NCHW", "dtype": "float32",
-                  "shape": ["batch", meta["in_channels"], size, size]},
+                  "shape": ["batch", meta["in_channels"], h, w]},
         "output": {"name": OUTPUT_NAME, "layout": "NCHW", "dtype": "float32",
-                   "shape": ["batch", meta["num_classes"], size, size]},
+                   "shape": ["batch", meta["num_classes"], h, w]},
         "steps": [
             "normalise the whole case with `normalisation` (zscore: per channel over the case; "
+            "ct_foreground: clip each channel to `clip`, subtract `mean`, divide by `std`; "
             "ct_window: clip to the window (HU) and map it to [0, 1]; none: as is)",
-            f"resize every 2D slice to {size}x{size} (bilinear, antialiased), channels stacked as C",
-            "run the network; the label of a pixel is the argmax over the logits' class axis (1)",
-            "resize the label map back to the slice's size (nearest)",
+            f"resample every 2D slice (bilinear, antialiased) with its aspect ratio kept{spacing}, shrinking it "
+            f"if needed to fit {h}x{w}; centre it and pad it to {h}x{w} with each channel's lowest value; "
+            "channels stacked as C",
+            "run the network; cut the logits to the region the slice occupies and resample them "
+            "(bilinear) to the slice's own size",
+            "the label of a pixel is the argmax over the logits' class axis (1)",
         ],
     }
 
 
-def export_checkpoint(checkpoint: Path | str, out: Path | str, image_size: int | None = None,
+def export_checkpoint(checkpoint: Path | str, out: Path | str, image_size: Size | None = None,
                       opset: int = DEFAULT_OPSET, tolerance: float = PARITY_TOLERANCE) -> ExportReport:
     """Export the network of a retrain checkpoint (or bundle) to ONNX with a parity check.
 
@@ -228,8 +235,8 @@ def export_checkpoint(checkpoint: Path | str, out: Path | str, image_size: int |
     from nas_core.checkpoint import load_model
 
     model, meta = load_model(checkpoint, "cpu")
-    size = meta["image_size"] if image_size is None else image_size
-    if size < 1:
-        raise ExportError(f"image size must be >= 1 pixel, got {size}")
+    size = Frame.from_meta(meta).size if image_size is None else as_hw(image_size)
+    if min(size) < 1:
+        raise ExportError(f"image size must be >= 1 pixel, got {list(size)}")
     return export_and_check(model, out, meta["in_channels"], size, opset, tolerance, meta["normalisation"],
                             metadata={METADATA_KEY: json.dumps(preprocessing(meta, size))})

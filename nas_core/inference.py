@@ -12,6 +12,7 @@ import torch
 
 from nas_core.checkpoint import load_model
 from nas_core.data import (
+    Frame,
     Normalisation,
     SliceDataset,
     load_image_for_inference,
@@ -46,7 +47,7 @@ def evaluate_checkpoint(checkpoint: Path, data: Path, data_format: str | None = 
         raise DatasetError(f"dataset {data} has {spec.num_classes} classes; the model predicts {meta['num_classes']}")
     norm = Normalisation.from_dict(meta["normalisation"])
     ids = [c.case_id for c in (*spec.cases, *spec.test_cases)]
-    ds = SliceDataset(spec, ids, meta["image_size"], norm, native=True)
+    ds = SliceDataset(spec, ids, Frame.from_meta(meta), norm, native=True)
     scores = evaluate(model, ds, dev, meta["num_classes"], hd95=True)
     return {**summarise(scores, meta["class_names"]), "per_case": [s.to_dict() for s in scores],
             "checkpoint": str(checkpoint), "data": str(data),
@@ -112,10 +113,10 @@ def predict_paths(checkpoint: Path, input_path: Path, output: Path, device: str 
             raise DatasetError(f"--output {output} would overwrite the input {paths[0]}; choose another folder")
         case = _load_case(case_id, paths)
         _check_channels(meta, case.image.shape[0], ", ".join(str(p) for p in paths))
-        images, _ = prepare_case(case, meta["image_size"], norm)
+        images, _, where = prepare_case(case, Frame.from_meta(meta), norm)
         native_size = tuple(case.image.shape[-2:])  # logits go back to the scan's own size
         labels = predict_slices(model, images, dev, amp=False, batch_size=batch_size, out_size=native_size,
-                                tta=tta).numpy()
+                                tta=tta, placement=where).numpy()
         written.append(write_prediction(labels, case, target, meta["num_classes"]))
         if progress is not None:
             progress(f"[{n}/{len(cases)}] {case_id}: {written[-1]}")

@@ -21,15 +21,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from nas_core.data.frame import as_hw
+from nas_core.io import atomic_write_text
 from nas_core.ops import Family, build_op, op_names
 from nas_core.topology import CellType, cell_edges, dn_levels, num_alpha_columns, up_positions
 
@@ -59,7 +59,10 @@ def _time_op(op: torch.nn.Module, x: torch.Tensor, reps: int) -> float:
     return statistics.median(times) * 1000.0
 
 
-def measure_table(channels: int, depth: int, size: int, device: torch.device, reps: int = 5) -> Table:
+Size = int | tuple[int, int] | list[int]
+
+
+def measure_table(channels: int, depth: int, size: Size, device: torch.device, reps: int = 5) -> Table:
     """Milliseconds per op, family and output level (0 = full resolution) on ``device``."""
     levels = {Family.DN: range(1, depth + 1), Family.UP: range(0, depth), Family.NODE: range(0, depth + 1)}
     table: Table = {}
@@ -69,20 +72,20 @@ def measure_table(channels: int, depth: int, size: int, device: torch.device, re
             op = build_op(family, name, channels).to(device).eval()
             table[family.value][name] = {}
             for level in levels[family]:
-                side = max(1, size // 2 ** _input_level(family, level))
-                x = torch.randn(1, channels, side, side, device=device)
+                scale = 2 ** _input_level(family, level)
+                x = torch.randn(1, channels, *(max(1, s // scale) for s in as_hw(size)), device=device)
                 table[family.value][name][str(level)] = _time_op(op, x, reps)
     return table
 
 
-def table_key(channels: int, depth: int, size: int, device: torch.device) -> str:
+def table_key(channels: int, depth: int, size: Size, device: torch.device) -> str:
     kind = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu-{torch.get_num_threads()}t"
-    payload = {"v": TABLE_VERSION, "C": channels, "depth": depth, "size": size, "device": kind,
+    payload = {"v": TABLE_VERSION, "C": channels, "depth": depth, "size": list(as_hw(size)), "device": kind,
                "torch": torch.__version__}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def latency_table(channels: int, depth: int, size: int, device: torch.device,
+def latency_table(channels: int, depth: int, size: Size, device: torch.device,
                   cache_dir: Path | None = None) -> Table:
     """The table for this configuration and device: read from ``cache_dir`` or measured (and cached)."""
     path = None if cache_dir is None else Path(cache_dir) / f"latency-{table_key(channels, depth, size, device)}.json"
@@ -95,11 +98,8 @@ def latency_table(channels: int, depth: int, size: int, device: torch.device,
     table = measure_table(channels, depth, size, device)
     log.info("latency table measured in %.1fs", time.perf_counter() - t0)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            json.dump({"channels": channels, "depth": depth, "size": size, "device": str(device), "table": table}, fh)
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps({"channels": channels, "depth": depth, "size": list(as_hw(size)),
+                                            "device": str(device), "table": table}))
     return table
 
 
@@ -148,8 +148,8 @@ class LatencyLoss:
 
 
 @torch.no_grad()
-def measure_network_ms(model: torch.nn.Module, in_channels: int, size: int, device: torch.device,
+def measure_network_ms(model: torch.nn.Module, in_channels: int, size: Size, device: torch.device,
                        reps: int = 5) -> float:
-    """Median forward time (batch 1, ``size`` x ``size``) of a whole network, in milliseconds."""
+    """Median forward time (batch 1, at ``size``: S or [H, W]) of a whole network, in milliseconds."""
     model = model.to(device).eval()
-    return _time_op(model, torch.randn(1, in_channels, size, size, device=device), reps)
+    return _time_op(model, torch.randn(1, in_channels, *as_hw(size), device=device), reps)

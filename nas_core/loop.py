@@ -8,11 +8,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from nas_core.callbacks import StopRequested, TrainingDiverged
+from nas_core.data.frame import Placement
+from nas_core.data.preprocess import to_native
 from nas_core.metrics import CaseScores
 from nas_core.runtime import autocast, batches
 
@@ -94,11 +95,13 @@ def check_stop(should_stop: Callable[[], bool]) -> None:
 
 @torch.no_grad()
 def predict_slices(model: nn.Module, images: torch.Tensor, device: torch.device, amp: bool,
-                   batch_size: int = 16, out_size: tuple[int, int] | None = None, tta: bool = False) -> torch.Tensor:
-    """Argmax labels [N, H, W] for images [N, C, S, S].
+                   batch_size: int = 16, out_size: tuple[int, int] | None = None, tta: bool = False,
+                   placement: Placement | None = None) -> torch.Tensor:
+    """Argmax labels [N, H, W] for images [N, C, H', W'] in the working frame.
 
-    With ``out_size``, the logits are resampled (bilinear) to that in-plane size before the
-    argmax: how a prediction made at the working size returns to the scan's own size.
+    With ``out_size``, the logits are cut to ``placement`` (where the case sits in the frame;
+    None: the whole frame) and resampled (bilinear) to that in-plane size before the argmax:
+    how a prediction made in the working frame returns to the scan's own size.
     Resampling the label map instead (nearest) would make staircase edges and lose thin
     structures. ``tta``: the logits averaged over the four mirrorings (none, H, W, both), as
     nnU-Net predicts by default.
@@ -114,8 +117,8 @@ def predict_slices(model: nn.Module, images: torch.Tensor, device: torch.device,
             y = y.flip(dims) if dims else y
             logits = y if logits is None else logits + y
         logits = logits / len(flips)
-        if out_size is not None and tuple(logits.shape[-2:]) != tuple(out_size):
-            logits = F.interpolate(logits, size=tuple(out_size), mode="bilinear", align_corners=False)
+        if out_size is not None:
+            logits = to_native(logits, placement, out_size)
         out.append(logits.argmax(1).cpu())
     return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
 
@@ -142,7 +145,9 @@ def evaluate(model: nn.Module, dataset: Any, device: torch.device, num_classes: 
             images = torch.stack([it[0] for it in items])
             native = getattr(dataset, "native_labels", None)
             labels = native[case_index].long() if native is not None else torch.stack([it[1] for it in items])
-            pred = predict_slices(model, images, device, amp, batch_size, out_size=tuple(labels.shape[-2:]))
+            where = dataset.placements[case_index] if native is not None else None
+            pred = predict_slices(model, images, device, amp, batch_size, out_size=tuple(labels.shape[-2:]),
+                                  placement=where)
             spacing = (getattr(dataset, "native_spacing", None) or [None] * (case_index + 1))[case_index]
             scores.append(CaseScores.compute(case_id, pred, labels, num_classes, spacing=spacing if hd95 else None))
     finally:

@@ -54,6 +54,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from nas_core.config import RetrainConfig, SearchConfig
+from nas_core.data.fingerprint import PLAN_MAX_PIXELS
 
 GIB = 1024**3
 CALIBRATION_SIZE = 32  # pixels (raised to two multiples of the network's size multiple)
@@ -198,7 +199,11 @@ def estimate(kind: str, config: Any, in_channels: int, num_classes: int,
         raise ValueError(f"kind must be one of {sorted(TRAIN_FACTOR)}, got {kind!r}")
     cfg = _typed(kind, config)
     prof = profile_of(kind, cfg, in_channels, num_classes, architecture)
-    padded = math.ceil(cfg.image_size / prof.size_multiple) * prof.size_multiple
+    if cfg.image_size is None:  # the dataset's plan: its frame holds at most this many pixels
+        side = math.sqrt(PLAN_MAX_PIXELS)
+    else:
+        side = cfg.image_size
+    padded = math.ceil(side / prof.size_multiple) * prof.size_multiple
     pixels = padded * padded
     state = int(prof.param_bytes * (2 + prof.optimizer_slots))  # weights, gradients, optimiser state
     training = int(TRAIN_FACTOR[kind] * prof.saved_per_pixel * pixels * cfg.batch_size)
@@ -226,7 +231,8 @@ def estimate_peak_bytes(kind: str, config: Any, in_channels: int, num_classes: i
 def knobs(kind: str, config: Any) -> str:
     """What to turn to need less memory, with the current values."""
     cfg = _typed(kind, config)
-    text = f"lower batch_size (now {cfg.batch_size}) or image_size (now {cfg.image_size})"
+    size = "the plan's" if cfg.image_size is None else cfg.image_size
+    text = f"lower batch_size (now {cfg.batch_size}) or image_size (now {size})"
     if isinstance(cfg, SearchConfig):
         text += f", or channels (now {cfg.channels}), or raise k (now {cfg.k})"
     return text

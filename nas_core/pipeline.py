@@ -6,6 +6,10 @@ validation cases (``val_cases``, or a seeded ``val_fraction``).
 Search: the training cases halved (by case) into a weight half and an architecture half.
 Retrain: training cases train, validation cases choose the best epoch, test cases are
 scored once at the end. Validation and test sets are scored at each case's own size.
+
+The working frame and the normalisation come from the plan of the training cases
+(``nas_core.data.planning``): nnU-Net's target spacing, aspect ratio and intensity scheme;
+a config's ``image_size`` overrides the frame's size only.
 """
 
 from __future__ import annotations
@@ -18,13 +22,14 @@ from nas_core.data import (
     Augment,
     DatasetError,
     DatasetSpec,
+    Frame,
     Normalisation,
     SliceDataset,
     halve,
-    normalisation_for,
     open_dataset,
 )
 from nas_core.data.batch_augment import BatchAugment
+from nas_core.data.planning import job_frame, normalisation_of, plan_dataset
 from nas_core.data.splits import Split, split_for
 
 
@@ -36,7 +41,7 @@ class PreparedData:
     train: SliceDataset
     held_out: SliceDataset
     normalisation: Normalisation
-    image_size: int
+    frame: Frame
     test: SliceDataset | None = None
     split: Split | None = None
 
@@ -64,13 +69,22 @@ class PreparedData:
         """What a checkpoint must carry to use the model later."""
         return {
             "in_channels": self.in_channels, "num_classes": self.num_classes, "class_names": self.class_names,
-            "image_size": self.image_size, "normalisation": self.normalisation.to_dict(),
+            "image_size": list(self.frame.size), "frame": self.frame.to_dict(),
+            "normalisation": self.normalisation.to_dict(),
             "channel_names": list(self.spec.channel_names),
             "dataset": {"name": self.spec.name, "format": self.spec.format, "modality": self.spec.modality,
                         "synthetic": self.spec.synthetic, "is_3d": self.spec.is_3d,
                         "train_cases": self.train.case_ids, "held_out_cases": self.held_out.case_ids,
                         "test_cases": self.test.case_ids if self.test is not None else []},
         }
+
+
+def _plan(spec: DatasetSpec, train: list[str], config: Any, cache_dir: Path | None) -> tuple[Frame, Normalisation]:
+    """The job's frame and normalisation, from the plan of its training cases."""
+    # One frame for a search and the retrains of its split: a multiple of 2**4 (networks of
+    # other depths pad their input as they need).
+    plan = plan_dataset(spec, list(train), 4, cache_dir)
+    return job_frame(plan, config.image_size), normalisation_of(plan)
 
 
 def prepare_search_data(root: Path, config: Any, cache_dir: Path | None = None,
@@ -84,10 +98,9 @@ def prepare_search_data(root: Path, config: Any, cache_dir: Path | None = None,
                            f"{len(spec.cases)} after holding out validation and test cases; add cases or "
                            f"set val_fraction=0")
     weights, arch = halve(split.train, config.seed)
-    norm = normalisation_for(spec.modality)
-    size = config.image_size
-    return PreparedData(spec, SliceDataset(spec, weights, size, norm, cache_dir=cache_dir),
-                        SliceDataset(spec, arch, size, norm, cache_dir=cache_dir, native=True), norm, size,
+    frame, norm = _plan(spec, split.train, config, cache_dir)
+    return PreparedData(spec, SliceDataset(spec, weights, frame, norm, cache_dir=cache_dir),
+                        SliceDataset(spec, arch, frame, norm, cache_dir=cache_dir, native=True), norm, frame,
                         split=split)
 
 
@@ -98,11 +111,10 @@ def prepare_retrain_data(root: Path, config: Any, cache_dir: Path | None = None,
     if not split.val:
         raise DatasetError("a retrain needs validation cases to choose its best epoch; set val_fraction > 0 "
                            "or val_cases")
-    norm = normalisation_for(spec.modality)
-    size = config.image_size
-    test = SliceDataset(spec, split.test, size, norm, cache_dir=cache_dir, native=True) if split.test else None
-    return PreparedData(spec, SliceDataset(spec, split.train, size, norm, cache_dir=cache_dir),
-                        SliceDataset(spec, split.val, size, norm, cache_dir=cache_dir, native=True), norm, size,
+    frame, norm = _plan(spec, split.train, config, cache_dir)
+    test = SliceDataset(spec, split.test, frame, norm, cache_dir=cache_dir, native=True) if split.test else None
+    return PreparedData(spec, SliceDataset(spec, split.train, frame, norm, cache_dir=cache_dir),
+                        SliceDataset(spec, split.val, frame, norm, cache_dir=cache_dir, native=True), norm, frame,
                         test=test, split=split)
 
 

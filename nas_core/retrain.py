@@ -10,7 +10,6 @@ or its `time_budget_minutes`, whichever comes first, with the cosine schedule la
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from nas_core.checkpoint import check_resumable, load_checkpoint, save_checkpoin
 from nas_core.config import RetrainConfig
 from nas_core.data import open_dataset
 from nas_core.data.splits import leak_message, leaked_cases, split_for
+from nas_core.io import atomic_copy, atomic_write_text
 from nas_core.loop import BatchStream, check_stop, checked, evaluate, mean_dsc
 from nas_core.losses import DeepSupervisionLoss, DiceCELoss
 from nas_core.metrics import summarise
@@ -163,8 +163,7 @@ class _Retrain:
                 last = save_checkpoint(self.state(epoch + 1, self.summary(scores)), self.out_dir / LAST)
                 self.cb.on_checkpoint(last, "last")
                 if self.best["epoch"] == epoch + 1:
-                    shutil.copyfile(last, self.out_dir / f".{BEST}.tmp")
-                    (self.out_dir / f".{BEST}.tmp").replace(self.out_dir / BEST)
+                    atomic_copy(last, self.out_dir / BEST)
                     self.cb.on_checkpoint(self.out_dir / BEST, "best")
                 self.cb.on_epoch(record)
         finally:
@@ -189,8 +188,7 @@ class _Retrain:
             last["schedulers"]["clock"]["spent_s"] = self.clock.spent_s
             save_checkpoint(last, self.out_dir / LAST)
         final = self.out_dir / FINAL
-        shutil.copyfile(self.out_dir / LAST, self.out_dir / f".{FINAL}.tmp")
-        (self.out_dir / f".{FINAL}.tmp").replace(final)
+        atomic_copy(self.out_dir / LAST, final)
         self.cb.on_checkpoint(final, "final")
         best_state = load_checkpoint(self.out_dir / BEST)
         final_state = load_checkpoint(final)
@@ -200,15 +198,15 @@ class _Retrain:
             "epochs_run": len(self.history), "steps_run": self.steps_run,
             "stopped_by": "time_budget" if self.clock.out_of_time() else "epochs",
             "time_budget_minutes": self.config.time_budget_minutes,
-            "working_size": [self.data.image_size, self.data.image_size],
-            "scoring": "hard DSC per case at the case's own size (logits resampled bilinear, then argmax)",
+            "working_size": list(self.data.frame.size), "frame": self.data.frame.to_dict(),
+            "scoring": "hard DSC per case at the case's own size (frame logits cut to the case, resampled bilinear, then argmax)",
             "best_epoch": self.best["epoch"], "best": best_state["metrics"], "final": final_state["metrics"],
             "test": self.test_scores(best_state),
             "dataset": self.data.describe()["dataset"],
             "train_seconds": sum(h["metrics"]["train"]["seconds"] for h in self.history),
             "elapsed_seconds": self.clock.spent_s,
         }
-        (self.out_dir / METRICS).write_text(json.dumps(metrics, indent=2))
+        atomic_write_text(self.out_dir / METRICS, json.dumps(metrics, indent=2))
         return RetrainResult(metrics, self.out_dir / BEST, final, self.history)
 
 

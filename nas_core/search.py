@@ -25,6 +25,7 @@ from nas_core.callbacks import Callbacks, EpochRecord, StepEvent
 from nas_core.checkpoint import check_resumable, load_checkpoint, save_checkpoint
 from nas_core.config import SearchConfig
 from nas_core.genotype import Genotype, fit_params
+from nas_core.io import atomic_write_text
 from nas_core.latency import LatencyLoss, expected_latency, latency_table, measure_network_ms
 from nas_core.loop import BatchStream, check_stop, checked, evaluate, mean_dsc
 from nas_core.losses import DeepSupervisionLoss, DiceCELoss
@@ -80,7 +81,7 @@ class _Search:
         self.augment = make_augmenter(config)
         self.latency = None
         if config.latency_weight > 0:  # measured once per device kind and size, then read from the cache
-            table = latency_table(config.channels, config.depth, config.image_size, self.device,
+            table = latency_table(config.channels, config.depth, data.frame.size, self.device,
                                   cache_dir=(cache_dir or out_dir) / "latency")
             self.latency = LatencyLoss(table, config.depth, config.nodes, config.latency_weight,
                                        config.latency_target_ms)
@@ -210,7 +211,7 @@ class _Search:
                    "seconds": self.clock.spent_s, "dataset": described,
                    "search_cases": sorted({*described["train_cases"], *described["held_out_cases"]}),
                    **self.genotype_cost(genotype)}
-        (self.out_dir / SUMMARY).write_text(json.dumps(summary, indent=2))
+        atomic_write_text(self.out_dir / SUMMARY, json.dumps(summary, indent=2))
         return SearchResult(genotype, self.history, self.out_dir, len(self.history), stopped_early, summary)
 
     def derived(self) -> Genotype:
@@ -234,7 +235,7 @@ class _Search:
         net = build_model({"genotype": genotype}, self.data.in_channels, self.data.num_classes)
         cost: dict[str, Any] = {
             "genotype_params": count_parameters(net),
-            "genotype_latency_ms": measure_network_ms(net, self.data.in_channels, self.config.image_size, self.device),
+            "genotype_latency_ms": measure_network_ms(net, self.data.in_channels, self.data.frame.size, self.device),
             "latency_device": str(self.device)}
         if self.latency is not None:
             alphas = {t: self.model.alphas[t.value].detach().cpu() for t in CellType}
@@ -247,7 +248,7 @@ class _Search:
         path = save_checkpoint(self.state(epochs_done), self.out_dir / LAST)
         self.cb.on_checkpoint(path, "last")
         write_alpha_history(self.out_dir / ALPHAS, self.history)
-        (self.out_dir / GENOTYPE).write_text(json.dumps(genotype.to_dict(), indent=2))
+        atomic_write_text(self.out_dir / GENOTYPE, json.dumps(genotype.to_dict(), indent=2))
 
     def genotype_is_stable(self, epoch: int) -> bool:
         patience = self.config.early_stop_patience
@@ -261,9 +262,7 @@ def write_alpha_history(path: Path, history: list[dict[str, Any]]) -> None:
     """One JSON line per epoch (rewritten whole, so a resumed run never duplicates an epoch)."""
     lines = [json.dumps({"epoch": h["epoch"], "genotype": h["genotype"], "metrics": h["metrics"], **h["arch"]})
              for h in history]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(line + "\n" for line in lines))
-    tmp.replace(path)
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
 
 
 def run_search(data: str | Path | PreparedData, config: SearchConfig, out_dir: str | Path,

@@ -8,9 +8,7 @@ Names are single path components: ``/``, ``\\``, ``..`` and leading dots are ref
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
@@ -18,6 +16,7 @@ from typing import BinaryIO, NamedTuple
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from nas_core.io import atomic_write
 from store.models import Artifact, ArtifactKind
 from store.types import new_id, utcnow
 from store.upsert import upsert
@@ -41,14 +40,6 @@ def _check_name(value: str, what: str) -> str:
     return value
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class ArtifactStore:
     """Files of jobs under ``root`` (the settings' ``artifact_dir``)."""
 
@@ -62,23 +53,17 @@ class ArtifactStore:
     def _write(self, job_id: str, name: str, kind: ArtifactKind | str, chunks: Iterable[bytes]) -> StoredArtifact:
         ArtifactKind(kind)
         location, target = self._target(job_id, name)
-        target.parent.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256()
         size = 0
-        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                for chunk in chunks:
-                    out.write(chunk)
-                    digest.update(chunk)
-                    size += len(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp_name, target)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
-        _fsync_dir(target.parent)
+
+        def write(out: BinaryIO) -> None:
+            nonlocal size
+            for chunk in chunks:
+                out.write(chunk)
+                digest.update(chunk)
+                size += len(chunk)
+
+        atomic_write(target, write)
         return StoredArtifact(location, size, digest.hexdigest())
 
     def put_file(self, job_id: str, name: str, src_path: Path | str, kind: ArtifactKind | str) -> StoredArtifact:

@@ -10,6 +10,7 @@ from nas_core.data.augment import Augment
 from nas_core.data.checks import Issue
 from nas_core.data.dataset import SliceDataset
 from nas_core.data.errors import DatasetError
+from nas_core.data.frame import Frame, Placement
 from nas_core.data.phantom import make_phantom_dataset
 from nas_core.data.preprocess import (
     ABDOMEN_WINDOW,
@@ -32,9 +33,11 @@ __all__ = [
     "Case",
     "DatasetError",
     "DatasetSpec",
+    "Frame",
     "Issue",
     "LoadedCase",
     "Normalisation",
+    "Placement",
     "SliceDataset",
     "VerificationReport",
     "detect_format",

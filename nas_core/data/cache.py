@@ -9,21 +9,20 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
 from nas_core.data.preprocess import Normalisation
 from nas_core.data.spec import Case
+from nas_core.io import atomic_write
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 3  # 2: entries also hold the labels at the case's own size; 3: and its spacing
+CACHE_VERSION = 4  # 2: entries also hold the labels at the case's own size; 3: and its spacing; 4: frames
 
 
 def case_files(case: Case) -> list[Path]:
@@ -35,7 +34,7 @@ def case_files(case: Case) -> list[Path]:
     return files
 
 
-def cache_key(case: Case, fmt: str, image_size: int, norm: Normalisation) -> str:
+def cache_key(case: Case, fmt: str, frame: dict[str, Any], norm: Normalisation) -> str:
     """Hex digest identifying the prepared slices of a case."""
     stats = []
     for f in case_files(case):
@@ -47,7 +46,7 @@ def cache_key(case: Case, fmt: str, image_size: int, norm: Normalisation) -> str
         "case": case.case_id,
         "meta": case.meta,
         "files": stats,
-        "image_size": image_size,
+        "frame": frame,
         "normalisation": norm.to_dict(),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
@@ -59,8 +58,8 @@ def _entry(cache_dir: Path, case_id: str, key: str) -> Path:
 
 
 class CachedCase(NamedTuple):
-    images: torch.Tensor  # [D, C, S, S] at the working size
-    labels: torch.Tensor | None  # [D, S, S] at the working size
+    images: torch.Tensor  # [D, C, H, W] in the working frame
+    labels: torch.Tensor | None  # [D, H, W] in the working frame
     native_labels: torch.Tensor | None  # [D, H, W] at the case's own size
     spacing: list[float] | None = None  # mm along those axes
 
@@ -94,11 +93,4 @@ def save_cached(
         arrays["native_labels"] = native_labels.numpy()
     if spacing is not None:
         arrays["spacing"] = np.asarray(spacing, dtype=np.float64)
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, _entry(cache_dir, case_id, key))
-    except OSError:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(_entry(cache_dir, case_id, key), lambda fh: np.savez(fh, **arrays))

@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 
 from nas_core.data.cache import cache_key, load_cached, save_cached
 from nas_core.data.errors import DatasetError
+from nas_core.data.frame import Frame, Placement
 from nas_core.data.preprocess import Normalisation, prepare_case
 from nas_core.data.readers import get_reader
 from nas_core.data.spec import Case, DatasetSpec
@@ -22,12 +23,13 @@ AugmentFn = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.
 
 
 class SliceDataset(Dataset):
-    """Slices of the given cases, resized to image_size and normalised.
+    """Slices of the given cases, normalised and placed in the working frame (aspect ratio kept).
 
     Args:
         spec: the dataset, from ``open_dataset``.
         case_ids: cases to include (e.g. one side of ``split_cases``); every one needs a label.
-        image_size: side S of the square slices.
+        frame: the working frame [H, W] (and spacing) every slice is placed in; an int S
+            is an S x S frame without spacing (each slice scaled to fit).
         normalisation: intensity scheme (``normalisation_for(spec.modality)``).
         augment: optional callable (image [C,S,S], label [S,S], generator) -> same shapes.
         cache_dir: optional folder for prepared slices; a later dataset with the same
@@ -37,7 +39,9 @@ class SliceDataset(Dataset):
         native: also keep each case's label map at its own size (``native_labels``), so
             evaluation scores the scan as it is rather than the resized slices.
 
-    ``__getitem__(i)`` returns (image FloatTensor [C,S,S], label LongTensor [S,S],
+    ``placements[c]`` is where case c's slices sit in the frame (to map predictions back).
+
+    ``__getitem__(i)`` returns (image FloatTensor [C,H,W], label LongTensor [H,W],
     case_index int). The image is a view into the shared store: do not edit it in place.
     """
 
@@ -45,7 +49,7 @@ class SliceDataset(Dataset):
         self,
         spec: DatasetSpec,
         case_ids: Sequence[str],
-        image_size: int,
+        frame: Frame | int,
         normalisation: Normalisation,
         augment: AugmentFn | None = None,
         cache_dir: Path | None = None,
@@ -56,7 +60,8 @@ class SliceDataset(Dataset):
             raise DatasetError("SliceDataset needs at least one case id")
         self.spec = spec
         self.case_ids = list(case_ids)
-        self.image_size = image_size
+        self.frame = frame if isinstance(frame, Frame) else Frame((frame, frame))
+        self.placements: list[Placement] = []
         self.normalisation = normalisation
         self.augment = augment
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
@@ -72,11 +77,10 @@ class SliceDataset(Dataset):
         parts = [self._prepare(spec.case(cid)) for cid in self.case_ids]
         self._store(parts)
         log.info(
-            "SliceDataset: %d cases, %d slices of %dx%d in %.2fs (%d files decoded)",
+            "SliceDataset: %d cases, %d slices in a %s frame in %.2fs (%d files decoded)",
             len(self.case_ids),
             len(self),
-            image_size,
-            image_size,
+            self.frame,
             time.perf_counter() - start,
             self.decode_count,
         )
@@ -86,14 +90,17 @@ class SliceDataset(Dataset):
             raise DatasetError(f"case {case.case_id!r} has no label; training needs one for every case")
         key = None
         if self.cache_dir is not None:
-            key = cache_key(case, self.spec.format, self.image_size, self.normalisation)
+            key = cache_key(case, self.spec.format, self.frame.to_dict(), self.normalisation)
             cached = load_cached(self.cache_dir, case.case_id, key)
             if cached is not None and cached.labels is not None and cached.native_labels is not None:
                 self._keep_native(cached.native_labels, cached.spacing)
+                in_plane = None if cached.spacing is None or len(cached.spacing) < 2 else tuple(cached.spacing[-2:])
+                self.placements.append(self.frame.place(tuple(cached.native_labels.shape[-2:]), in_plane))
                 return cached.images, cached.labels
         loaded = get_reader(self.spec.format).load(self.spec, case)
         self.decode_count += len(case.image_paths) + 1
-        images, labels = prepare_case(loaded, self.image_size, self.normalisation)
+        images, labels, where = prepare_case(loaded, self.frame, self.normalisation)
+        self.placements.append(where)
         labels = labels.to(self._label_dtype())
         native = torch.as_tensor(loaded.label).to(self._label_dtype())
         spacing = loaded.geometry.get("spacing")
@@ -120,9 +127,9 @@ class SliceDataset(Dataset):
                 "all cases of a dataset need the same channels"
             )
         total = sum(p[0].shape[0] for p in parts)
-        s = self.image_size
-        self.images = torch.empty((total, channels.pop(), s, s), dtype=torch.float32)
-        self.labels = torch.empty((total, s, s), dtype=self._label_dtype())
+        h, w = self.frame.size
+        self.images = torch.empty((total, channels.pop(), h, w), dtype=torch.float32)
+        self.labels = torch.empty((total, h, w), dtype=self._label_dtype())
         self.case_index = torch.empty(total, dtype=torch.int64)
         self._ranges: list[range] = []
         at = 0

@@ -17,7 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from nas_core.data.frame import multiple_of
+
 PERCENTILES = (0.5, 50.0, 99.5)
+PLAN_MAX_PIXELS = 256 * 256  # a planned frame's budget: the median slice is scaled down to fit it
 SAMPLE = 10_000  # foreground voxels kept per case and channel for the dataset's percentiles
 
 
@@ -60,12 +63,8 @@ class Plan:
         return asdict(self)
 
 
-def _multiple(n: float, m: int) -> int:
-    return max(m, int(math.ceil(n / m)) * m)
-
-
 def make_plan(cases: list[CaseFingerprint], samples: list[list[np.ndarray]], modality: str, depth: int = 4,
-              max_pixels: int = 256 * 256) -> Plan:
+              max_pixels: int = PLAN_MAX_PIXELS) -> Plan:
     """The defaults a job on this dataset should take (see the module docstring)."""
     notes = []
     spacings = [c.spacing for c in cases if c.spacing]
@@ -81,7 +80,9 @@ def make_plan(cases: list[CaseFingerprint], samples: list[list[np.ndarray]], mod
     if scale < 1.0:
         notes.append(f"the median slice ({h:.0f}x{w:.0f}) is scaled by {scale:.2f} to fit {max_pixels} pixels")
     multiple = 2**depth
-    size = [_multiple(h * scale, multiple), _multiple(w * scale, multiple)]
+    size = [multiple_of(h * scale, multiple), multiple_of(w * scale, multiple)]
+    if target and scale < 1.0:  # a pixel of the scaled frame stands for more millimetres
+        target = [t / scale for t in target]
     if modality == "CT":
         pooled = [np.concatenate([s[c] for s in samples]) for c in range(len(samples[0]))] if samples else []
         clip = [[float(np.percentile(p, 0.5)), float(np.percentile(p, 99.5))] for p in pooled]

@@ -161,7 +161,7 @@ def test_bundle_holds_weights_genotype_preprocessing_onnx_and_card(trained, bund
         assert json.loads(zf.read("genotype.json")) == ALL_OPS
         onnx.checker.check_model(onnx.load_from_string(zf.read("model.onnx")))
     pre = read_json(bundled)
-    assert (pre["image_size"], pre["in_channels"], pre["num_classes"]) == (32, 1, 2)
+    assert (pre["image_size"], pre["in_channels"], pre["num_classes"]) == ([32, 32], 1, 2)
     assert pre["normalisation"] == state["normalisation"] and pre["class_names"] == ["background", "organ_1"]
     assert pre["channel_names"] == state["channel_names"]
     inner = load_checkpoint(bundled)  # the checkpoint member, read in place

@@ -45,6 +45,7 @@ class _Volumes:
 
     def __init__(self, images: torch.Tensor, native: torch.Tensor) -> None:
         self.case_ids, self.images, self.native_labels = ["case_a"], images, [native]
+        self.placements = [None]  # the slices fill the whole frame
 
     def slices_of(self, case_index: int) -> list[int]:
         return list(range(len(self.images)))

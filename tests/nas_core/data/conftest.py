@@ -30,6 +30,19 @@ def write_volume(
     return path
 
 
+def write_nnunet(root: Path, modality: str, volumes: list[tuple[np.ndarray, np.ndarray]],
+                 spacings: list[tuple[float, ...]]) -> Path:
+    """An nnU-Net v2 dataset of one channel and one organ: case i is ``volumes[i]`` (image, label)
+    at ``spacings[i]`` (x, y, z)."""
+    root.mkdir(parents=True)
+    (root / "dataset.json").write_text(json.dumps({"channel_names": {"0": modality},
+                                                   "labels": {"background": 0, "organ": 1}, "file_ending": ".nii.gz"}))
+    for i, ((image, label), spacing) in enumerate(zip(volumes, spacings, strict=True)):
+        write_volume(root / "imagesTr" / f"c{i}_0000.nii.gz", image.astype(np.float32), spacing)
+        write_volume(root / "labelsTr" / f"c{i}.nii.gz", label.astype(np.uint8), spacing)
+    return root
+
+
 def write_4d_nifti(path: Path, array: np.ndarray, spacing=(1.0, 1.0, 1.0)) -> Path:
     """[C, D, H, W] -> a 4D NIfTI stored x, y, z, channel, as MSD ships them (written by nibabel)."""
     path.parent.mkdir(parents=True, exist_ok=True)

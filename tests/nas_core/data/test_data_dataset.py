@@ -17,7 +17,7 @@ def spec(files):
 
 
 def _dataset(spec, ids=None, **kwargs):
-    kwargs.setdefault("image_size", 16)
+    kwargs.setdefault("frame", 16)
     kwargs.setdefault("normalisation", normalisation_for(spec.modality))
     return SliceDataset(spec, ids or [c.case_id for c in spec.cases], **kwargs)
 
@@ -42,7 +42,7 @@ def test_slices_of_lists_each_case_in_order(spec):
 
 
 def test_resizes_to_image_size(spec):
-    ds = _dataset(spec, image_size=8)
+    ds = _dataset(spec, frame=8)
     assert ds[0][0].shape == (2, 8, 8) and ds[0][1].shape == (8, 8)
 
 
@@ -53,7 +53,7 @@ def test_cache_avoids_decoding_again(spec, tmp_path):
     second = _dataset(spec, cache_dir=cache)
     assert second.decode_count == 0
     assert torch.equal(first.images, second.images) and torch.equal(first.labels, second.labels)
-    assert _dataset(spec, cache_dir=cache, image_size=8).decode_count == 9  # other size: other entry
+    assert _dataset(spec, cache_dir=cache, frame=8).decode_count == 9  # other size: other entry
     assert _dataset(spec).decode_count == 9  # no cache: decoded again
 
 
@@ -96,7 +96,7 @@ def test_case_without_label_is_refused(files):
 
 
 def test_2d_rgb_folder_and_ct_series_feed_the_same_dataset(files):
-    ds = _dataset(open_dataset(files.picture_folder(rgb=True)), image_size=8)
+    ds = _dataset(open_dataset(files.picture_folder(rgb=True)), frame=8)
     assert len(ds) == 3 and ds[0][0].shape == (3, 8, 8) and set(ds.labels.unique().tolist()) == {0, 1}
-    ct = _dataset(open_dataset(files.chaos()), image_size=8)
+    ct = _dataset(open_dataset(files.chaos()), frame=8)
     assert len(ct) == 6 and 0.0 <= ct.images.min() and ct.images.max() <= 1.0  # windowed HU

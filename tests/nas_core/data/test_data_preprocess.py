@@ -10,6 +10,7 @@ import pytest
 from nas_core.data import (
     ABDOMEN_WINDOW,
     DatasetError,
+    Frame,
     LoadedCase,
     Normalisation,
     normalisation_for,
@@ -76,7 +77,7 @@ def test_prepare_case_cuts_axial_slices_at_the_requested_size(shape, size):
     rng = np.random.default_rng(1)
     label = rng.integers(0, 3, shape[1:]).astype(np.int64)
     case = LoadedCase("c", rng.normal(size=shape).astype(np.float32), label, {})
-    images, labels = prepare_case(case, size, Normalisation("zscore"))
+    images, labels, _ = prepare_case(case, Frame((size, size)), Normalisation("zscore"))
     assert tuple(images.shape) == (shape[1], shape[0], size, size) and str(images.dtype) == "torch.float32"
     assert tuple(labels.shape) == (shape[1], size, size) and str(labels.dtype) == "torch.int64"
     assert set(labels.unique().tolist()) <= {0, 1, 2}  # nearest: no in-between class ids
@@ -86,13 +87,13 @@ def test_resize_keeps_regions_in_place():
     label = np.zeros((1, 32, 32), dtype=np.int64)
     label[0, :16] = 2
     image = label[None].astype(np.float32) * 10
-    images, labels = prepare_case(LoadedCase("c", image, label, {}), 8, Normalisation("none"))
+    images, labels, _ = prepare_case(LoadedCase("c", image, label, {}), Frame((8, 8)), Normalisation("none"))
     assert (labels[0, :4] == 2).all() and (labels[0, 4:] == 0).all()
     assert images[0, 0, :3].mean() == pytest.approx(20.0) and images[0, 0, 5:].mean() == pytest.approx(0.0)
 
 
 def test_unlabelled_case_gives_no_labels():
-    images, labels = prepare_case(
-        LoadedCase("c", np.ones((1, 2, 4, 4), np.float32), None, {}), 4, Normalisation("none")
+    images, labels, _ = prepare_case(
+        LoadedCase("c", np.ones((1, 2, 4, 4), np.float32), None, {}), Frame((4, 4)), Normalisation("none")
     )
     assert labels is None and tuple(images.shape) == (2, 1, 4, 4)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from nas_core.data import DatasetError, get_reader, open_dataset, require_valid, verify_dataset
+from tests.nas_core.data.conftest import write_nnunet
 
 SPACING = (0.8, 0.9, 2.5)
 
@@ -119,25 +120,14 @@ def test_chaos_corrupt_slice_is_named(files):
 
 
 def _nnunet_with_spacing(root, modality: str, shape=(2, 40, 60), spacing=(0.5, 1.0, 3.0), n=3):
-    import json
-
-    import SimpleITK as sitk
-
-    root.mkdir(parents=True)
-    (root / "dataset.json").write_text(json.dumps({"channel_names": {"0": modality},
-                                                   "labels": {"background": 0, "organ": 1}, "file_ending": ".nii.gz"}))
-    for folder in ("imagesTr", "labelsTr"):
-        (root / folder).mkdir()
+    volumes = []
     for i in range(n):
         label = np.zeros(shape, np.uint8)
         label[:, 10:30, 20:40] = 1
         image = np.where(label > 0, 100.0 + i, -1000.0).astype(np.float32)
         image[0, 10, 20] = 5000.0  # one outlier inside the organ: the 99.5 percentile clips it
-        for array, path in ((image, root / "imagesTr" / f"c{i}_0000.nii.gz"), (label, root / "labelsTr" / f"c{i}.nii.gz")):
-            img = sitk.GetImageFromArray(array)
-            img.SetSpacing(spacing)
-            sitk.WriteImage(img, str(path))
-    return root
+        volumes.append((image, label))
+    return write_nnunet(root, modality, volumes, [spacing] * n)
 
 
 def test_the_fingerprint_and_plan_of_a_dataset_of_known_shape_and_spacing(tmp_path):
