@@ -254,6 +254,7 @@ class Bench:
         """The retrain options of this invocation's recipe (the same for Thrifty and the baselines)."""
         a = self.args
         return ([*(["--augmentation", a.augmentation] if a.augmentation else []),
+                 *(["--image-size", str(a.image_size)] if a.image_size else []),
                  *(["--deep-supervision"] if a.deep_supervision else []),
                  *(["--optimizer", a.optimizer] if a.optimizer else [])])
 
@@ -275,7 +276,7 @@ class Bench:
                                               "--input", str(data / "imagesTs"), "--output", str(pred),
                                               *(["--tta"] if self.args.tta else []), "--json"], cwd=ROOT)
         metrics = json.loads((out / "metrics.json").read_text())
-        latency = self.latency_ms(out / "best.pt", metrics["working_size"][0])
+        latency = self.latency_ms(out / "best.pt", metrics["working_size"])
         return {"model": model, "tag": self.args.tag, "latency_ms": latency, "params": metrics["params"], "pred_dir": pred,
                 "train_seconds": metrics["elapsed_seconds"], "search_seconds": search_seconds,
                 "epochs": metrics["epochs_run"], "steps": metrics.get("steps_run"),
@@ -285,17 +286,22 @@ class Bench:
                 "infer_seconds_per_case": predict["seconds"] / len(self.split["test"]),
                 "peak_rss_mb": max(train["peak_rss_mb"], predict["peak_rss_mb"])}
 
-    def latency_ms(self, checkpoint: Path, size: int) -> float:
+    def latency_ms(self, checkpoint: Path, size: list[int]) -> float:
         """Forward time of the trained network, batch 1 at its working size, one thread (median of 10)."""
         script = ("import sys, torch\ntorch.set_num_threads(1)\nfrom nas_core.checkpoint import load_model\n"
                   "from nas_core.latency import measure_network_ms\n"
                   "model, meta = load_model(sys.argv[1], 'cpu')\n"
-                  "print(measure_network_ms(model, meta['in_channels'], int(sys.argv[2]), torch.device('cpu'), reps=10))")
-        return float(python_value(Path(sys.executable), script, checkpoint, size))
+                  "size = [int(s) for s in sys.argv[2].split('x')]\n"
+                  "print(measure_network_ms(model, meta['in_channels'], size, torch.device('cpu'), reps=10))")
+        return float(python_value(Path(sys.executable), script, checkpoint, "x".join(map(str, size))))
 
     def thrifty(self) -> dict[str, Any]:
         data = self.thrifty_data()
         name = self.dir("thrifty")
+        if self.args.genotype:  # a genotype found before (e.g. the default one): retrain only
+            row = self.retrain(name, ["--genotype", self.args.genotype, "--channels", str(self.args.channels)])
+            row["model"] = f"Thrifty ({Path(self.args.genotype).name})"
+            return row
         out = self.work / name / "search"
         resume = ["--resume"] if (out / "last.pt").exists() else []
         a = self.args
@@ -407,6 +413,9 @@ def main() -> None:
     ap.add_argument("--search-channels", type=int, default=16)
     ap.add_argument("--search-image-size", type=int, default=64)
     ap.add_argument("--channels", type=int, default=32, help="Thrifty's width at retrain")
+    ap.add_argument("--genotype", help="Thrifty: retrain this genotype file instead of searching")
+    ap.add_argument("--image-size", type=int,
+                    help="retrain frame S x S (aspect kept); default: the dataset's plan")
     ap.add_argument("--models", default=",".join(MODELS), help=f"subset of {','.join(MODELS)}")
     ap.add_argument("--parallel", type=int, default=2, help="models trained at once (one thread each)")
     ap.add_argument("--latency-weight", type=float, default=0.0, help="search: latency-aware, with this weight")
