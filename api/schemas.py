@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from api.deps import ID_PATTERN
 from api.services.configs import NO_NUL, RetrainConfigIn, SearchConfigIn, schema_rule
@@ -74,16 +76,27 @@ class DatasetRegister(_In):
                                json_schema_extra=schema_rule({"enum": FORMATS}))
 
 
+def _form_text(rule: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    """A multipart text field's schema: ``rule`` applied, and no null (a form field is text or absent)."""
+    apply = schema_rule(rule)
+
+    def text_only(schema: dict[str, Any]) -> None:
+        apply(schema)
+        schema.pop("default", None)
+
+    return text_only
+
+
 class DatasetUpload(BaseModel):
     """multipart/form-data: ``file`` (a .zip, .tar, .tar.gz archive), optional ``name`` and ``format``."""
 
     file: bytes = Field(json_schema_extra={"format": "binary"},
                         description="a .zip, .tar or .tar.gz of the dataset folder: anything else is refused "
                                     "(400 not_an_archive), as is a damaged or unsafe archive (400)")
-    name: str | None = Field(None, description="default: the archive's file name without extension",
-                             json_schema_extra=schema_rule(NAME_RULE))
-    format: str | None = Field(None, description="detected if omitted or empty",
-                               json_schema_extra=schema_rule({"enum": [*FORMATS, ""]}))
+    name: str | SkipJsonSchema[None] = Field(None, description="default: the archive's file name without "
+                                             "extension", json_schema_extra=_form_text(NAME_RULE))
+    format: str | SkipJsonSchema[None] = Field(None, description="detected if omitted or empty",
+                                               json_schema_extra=_form_text({"enum": [*FORMATS, ""]}))
 
 
 class DatasetLinks(BaseModel):

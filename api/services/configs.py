@@ -24,6 +24,7 @@ from typing import Annotated, Any, Union
 from pydantic import (
     AllowInfNan,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -47,7 +48,15 @@ from nas_core.config import (
 # Floats must be finite: JSON bodies may carry NaN/Infinity, which no range check refuses for every
 # field (`grad_clip > 0` holds for Infinity) and which PostgreSQL's JSONB cannot store.
 FiniteFloat = Annotated[StrictFloat, AllowInfNan(False)]
-_STRICT: dict[Any, Any] = {int: StrictInt, float: FiniteFloat, bool: StrictBool, str: StrictStr}
+
+
+def _integral(value: Any) -> Any:
+    """1.0 as 1: JSON Schema's integers include numbers with a zero fraction (1.5, true and "1" stay refused)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+IntegralInt = Annotated[StrictInt, BeforeValidator(_integral)]
+_STRICT: dict[Any, Any] = {int: IntegralInt, float: FiniteFloat, bool: StrictBool, str: StrictStr}
 
 
 def _strict(annotation: Any) -> Any:

@@ -1,29 +1,43 @@
-"""Property-based fuzzing of the whole OpenAPI schema with schemathesis: no 5xx, every response as documented.
+"""Property-based fuzzing of the whole OpenAPI schema with schemathesis, in both of its modes.
 
-Every operation of the app's own schema is one test. Each runs against a fresh app on
-the real PostgreSQL schema of the test session, authenticated as a real user who owns
-data (a dataset, a running search with history, genotype and artefacts, a queued
-retrain, a finished search). Generated path ids, artefact names and body ids are swapped
-for that user's real ones two times in three, so the handlers' success paths are fuzzed
-too, not only their 404s. Nothing reaches the broker (``enqueue_job`` is stubbed).
+Every operation of the app's own schema is one test per mode:
 
-Checks on every response: not a server error; the status code, content type, headers
-(``Allow`` of a 405 included) and body are the ones the schema documents for that
-operation. The last test sends one realistic request to every operation (all must be
-2xx and match the schema), so success paths are checked whatever the fuzzer draws.
+* **positive** (requests the schema calls valid): no 5xx, every response as documented
+  (status, content type, headers, body), and no refusal that contradicts the schema:
+  ``positive_data_acceptance`` allows only 2xx and the documented business answers,
+  and ``only_business_refusals`` narrows a 400/416/422/507 to the codes that depend on
+  data no schema can describe (a cursor this service did not issue, a path or archive
+  that is not a dataset, options that conflict such as K and channels...). A 422
+  ``validation_error`` for a schema-valid request fails: the schema was looser than the
+  server.
+* **negative** (requests the schema calls invalid): no 5xx, and each is refused
+  (``negative_data_rejection``): a 2xx means the schema was stricter than the server.
 
-Bounded for CI: ``THRIFTY_FUZZ_EXAMPLES`` examples per operation (default 15), fewer for
-the multipart upload and the pictures; the examples are derandomized (the same on every
-run) unless ``THRIFTY_FUZZ_RANDOM=1``. Schemathesis's coverage phase runs too (boundary and
-type-violating values of every parameter, unsupported methods; a fixed set, not bounded by
-the example count); ``THRIFTY_FUZZ_COVERAGE=0`` skips it. The whole module takes about
-40 s on two busy cores.
+Positive requests run against a fresh app on the real PostgreSQL schema of the test
+session, authenticated as a real user who owns data (a dataset, a running search with
+history, genotype and artefacts, a queued retrain, a finished search). Generated path ids,
+artefact names and body ids are swapped for that user's real ones two times in three,
+so the handlers' success paths are fuzzed too, not only their 404s; the swapped values
+are schema-valid, so the mode's promise holds. Negative requests are sent as generated
+(a swap could make them valid). Nothing reaches the broker (``enqueue_job`` is stubbed).
+
+Each test sets up its own data, so the tests pass alone, in any order or subset. The last
+two send realistic requests to every operation: one that must succeed (2xx, matching the
+schema), and a short positive draw per operation that must reach 2xx for most of them.
+
+Bounded for CI: ``THRIFTY_FUZZ_EXAMPLES`` examples per operation and mode (default 8),
+fewer for the multipart upload and the pictures; the examples are derandomized (the same
+on every run) unless ``THRIFTY_FUZZ_RANDOM=1``. Schemathesis's coverage phase runs too
+(boundary and type-violating values of every parameter, unsupported methods; a fixed set,
+not bounded by the example count); ``THRIFTY_FUZZ_COVERAGE=0`` skips it. The whole module
+takes about a minute on two busy cores.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import re
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,13 +45,16 @@ from typing import Any
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from schemathesis import GenerationMode
 from schemathesis.python.asgi import ASGIClient
 from sqlalchemy import update
 
 from api import queue
+from api.deps import ID_PATTERN
 from api.main import create_app
+from api.services.configs import CROSS_FIELD
 from nas_core.models import default_genotype
 from nas_core.topology import CellType, cell_edges, num_alpha_columns
 from store.artifacts import ArtifactStore, register_artifact
@@ -48,41 +65,56 @@ from store.models import Job
 
 pytestmark = pytest.mark.slow
 
-EXAMPLES = int(os.environ.get("THRIFTY_FUZZ_EXAMPLES", "15"))
+EXAMPLES = int(os.environ.get("THRIFTY_FUZZ_EXAMPLES", "8"))
 RANDOM = os.environ.get("THRIFTY_FUZZ_RANDOM", "") == "1"
 COVERAGE = os.environ.get("THRIFTY_FUZZ_COVERAGE", "1") != "0"  # schemathesis's boundary-value phase
 SLOW_OPERATIONS = {  # examples per operation where each renders a picture or parses an upload
-    ("POST", "/v1/datasets"): 8,
-    ("GET", "/v1/jobs/{job_id}/plots/alphas.{fmt}"): 6,
-    ("GET", "/v1/jobs/{job_id}/plots/curves.{fmt}"): 6,
-    ("GET", "/v1/jobs/{job_id}/plots/genotype.{fmt}"): 6,
-    ("GET", "/v1/genotypes/{genotype_id}/diagram.{fmt}"): 6,
-    ("GET", "/v1/plots/grid.{fmt}"): 6,
+    ("POST", "/v1/datasets"): 6,
+    ("GET", "/v1/jobs/{job_id}/plots/alphas.{fmt}"): 4,
+    ("GET", "/v1/jobs/{job_id}/plots/curves.{fmt}"): 4,
+    ("GET", "/v1/jobs/{job_id}/plots/genotype.{fmt}"): 4,
+    ("GET", "/v1/genotypes/{genotype_id}/diagram.{fmt}"): 4,
+    ("GET", "/v1/plots/grid.{fmt}"): 4,
 }
 CHECKS = ["not_a_server_error", "status_code_conformance", "content_type_conformance",
           "response_headers_conformance", "response_schema_conformance", "allow_header_conformance"]
+# Besides 2xx and the defaults (401, 404, 409, 429): statuses a valid request may get for reasons of
+# data, each narrowed to its codes by `only_business_refusals`.
+BUSINESS_CODES: dict[int, set[str]] = {
+    400: {"invalid_cursor", "not_an_archive", "bad_archive", "unsafe_archive", "archive_bomb",
+          "too_many_members", "conflicting_members"},
+    416: {"range_not_satisfiable"},
+    422: {"invalid_path", "dataset_invalid", "invalid_genotype", "data_leak", "job_too_large", "not_a_search",
+          "invalid_cases", "invalid_config"},
+    507: {"insufficient_storage"},
+}
+ACCEPTED = ["2xx", "401", "404", "409", "429", *map(str, BUSINESS_CODES)]
 NODES = 2
 TINY = {"epochs": 1, "warmup_epochs": 0, "image_size": 16, "batch_size": 2, "channels": 4, "k": 1, "depth": 2,
         "nodes": 1}
 TINY_RETRAIN = {"epochs": 1, "image_size": 16, "batch_size": 2}
 GENOTYPE = default_genotype().to_dict()
+VALID_ID = re.compile(ID_PATTERN)
+APP_SCHEMA = create_app().openapi()  # the schema alone: reads no settings, connects nowhere
 
-schema = schemathesis.openapi.from_dict(
-    create_app().openapi(),  # the schema alone: reads no settings, connects nowhere
-    config=schemathesis.Config.from_dict({
-        "checks": {"enabled": False, **{name: {"enabled": True} for name in CHECKS}},
+
+def _load(mode: str, checks: dict[str, Any]) -> Any:
+    """The app's schema for one generation mode, with these checks on top of ``CHECKS``."""
+    return schemathesis.openapi.from_dict(APP_SCHEMA, config=schemathesis.Config.from_dict({
+        "checks": {"enabled": False, **{name: {"enabled": True} for name in CHECKS}, **checks},
         "phases": {"coverage": {"enabled": COVERAGE}, "stateful": {"enabled": False}},
         # the user's real key on every request (tests/api/test_api_security_auth.py covers bad keys)
-        "generation": {"max-examples": EXAMPLES, "deterministic": not RANDOM, "database": "none",
+        "generation": {"mode": mode, "max-examples": EXAMPLES, "deterministic": not RANDOM, "database": "none",
                        "with-security-parameters": False},
         "operations": [
             {"include-name": f"{method} {path}", "generation": {"max-examples": min(n, EXAMPLES)}}
             for (method, path), n in SLOW_OPERATIONS.items()
         ],
-    }),
-)
+    }))
 
-SEEN: dict[str, list[int]] = {}  # status codes per operation, over the whole module
+
+schema = _load("positive", {"positive_data_acceptance": {"enabled": True, "expected-statuses": ACCEPTED}})
+negative = _load("negative", {"negative_data_rejection": {"enabled": True}})
 
 # The current test's real values, read by the hooks while Hypothesis draws (set by the `world` fixture).
 REAL: dict[str, list[str]] = {}
@@ -133,7 +165,36 @@ def flatmap_body(context: Any, body: Any) -> st.SearchStrategy[Any]:
         real["file"] = st.sampled_from([REAL_ARCHIVE[0], body["file"]])
         real["format"] = st.sampled_from([None, body.get("format")])
     realistic = st.fixed_dictionaries(real)
+    if "file" in body:  # a form field is text or absent, never null
+        realistic = realistic.map(lambda form: {k: v for k, v in form.items() if v is not None})
     return st.one_of(st.just(body), realistic, realistic)
+
+
+def _valid_id(value: Any) -> bool:
+    return isinstance(value, str) and len(value) <= 64 and VALID_ID.fullmatch(value) is not None
+
+
+def _real_if_valid(key: str, generated: Any) -> Any:
+    """The user's real id in place of a schema-valid generated one: the request stays as invalid as it
+    was (its fault lies elsewhere), but now reaches the checks past the 404 of a made-up id."""
+    return REAL[key][0] if _valid_id(generated) and REAL.get(key) else generated
+
+
+@negative.hook("flatmap_path_parameters")
+def real_ids_in_negative_paths(context: Any, path_parameters: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
+    return st.just({k: _real_if_valid(k, v) if k.endswith("_id") else v for k, v in (path_parameters or {}).items()})
+
+
+@negative.hook("flatmap_body")
+def real_ids_in_negative_bodies(context: Any, body: Any) -> st.SearchStrategy[Any]:
+    if not isinstance(body, dict):
+        return st.just(body)
+    body = {**body, **({"dataset_id": _real_if_valid("dataset_id", body["dataset_id"])} if "dataset_id" in body else {})}
+    arch = body.get("architecture")
+    if isinstance(arch, dict):
+        body["architecture"] = {k: _real_if_valid(k, v) if k in ("genotype_id", "search_job_id") else v
+                                for k, v in arch.items()}
+    return st.just(body)
 
 
 def _cells(epoch: int) -> dict[str, Any]:
@@ -203,22 +264,64 @@ def client_session(settings) -> Iterator[ASGIClient]:
     app.state.api.close()
 
 
+def only_business_refusals(ctx: Any, response: Any, case: Any) -> bool | None:
+    """A schema-valid request refused with 400/416/422/507 must name a refusal that depends on data.
+
+    ``invalid_config`` counts only for the options that conflict with each other (K must divide
+    channels, w_lr_min at most w_lr): every single option's range is in the schema.
+    """
+    if case.meta is None or not case.meta.generation.mode.is_positive or response.status_code not in BUSINESS_CODES:
+        return None
+    error = response.json().get("error", {})
+    code, fields = error.get("code"), set((error.get("details") or {}).get("fields", {}))
+    assert code in BUSINESS_CODES[response.status_code], (
+        f"a request the schema calls valid was refused: {response.status_code} {code}: {error.get('message')}")
+    if code == "invalid_config":
+        assert fields <= {f"config.{name}" for name in CROSS_FIELD}, f"the schema allows {fields}: {error}"
+    return True
+
+
 @schema.parametrize()
 @settings(deadline=None, suppress_health_check=list(HealthCheck))
-def test_fuzz_every_operation(case, world, client_session) -> None:
-    """No 5xx, and every response (status, content type, headers, body) matches the schema."""
+def test_fuzz_positive(case, world, client_session) -> None:
+    """No 5xx, every response as documented, and a schema-valid request is never refused as invalid."""
     response = case.call(session=client_session, headers=world["headers"])
-    SEEN.setdefault(case.operation.label, []).append(response.status_code)
+    case.validate_response(response, additional_checks=[only_business_refusals])
+
+
+@negative.parametrize()
+@settings(deadline=None, suppress_health_check=list(HealthCheck))
+def test_fuzz_negative(case, world, client_session) -> None:
+    """No 5xx, and every request the schema calls invalid is refused (a 4xx), never served."""
+    response = case.call(session=client_session, headers=world["headers"])
     case.validate_response(response)
 
 
-def test_the_fuzzing_reached_the_success_paths() -> None:
-    """The real-id hooks work: most fuzzed operations answered 2xx at least once, not only 4xx."""
-    if len(SEEN) < len(list(schema.get_all_operations())):
-        pytest.skip("run with the fuzz tests above (the whole module)")
-    print({op: (len(codes), sorted(set(codes))) for op, codes in sorted(SEEN.items())})
-    reached = [op for op, codes in SEEN.items() if any(200 <= c < 300 for c in codes)]
-    assert len(reached) >= 2 * len(SEEN) // 3, SEEN
+REACH_EXAMPLES = 6
+
+
+def _draw(operation: Any, session: ASGIClient, headers: dict[str, str]) -> list[int]:
+    """Statuses of ``REACH_EXAMPLES`` positive requests drawn for one operation, with the hooks."""
+    statuses: list[int] = []
+
+    @settings(max_examples=REACH_EXAMPLES, deadline=None, derandomize=True, database=None,
+              phases=[Phase.generate], suppress_health_check=list(HealthCheck))
+    @given(case=operation.as_strategy(GenerationMode.POSITIVE, hooks=schema.hooks))
+    def draw(case: Any) -> None:
+        statuses.append(case.call(session=session, headers=headers).status_code)
+
+    draw()
+    return statuses
+
+
+def test_the_fuzzing_reaches_the_success_paths(world, client_session) -> None:
+    """The real-id hooks work: drawn as the positive fuzz draws, most operations answer 2xx at least once."""
+    seen = {result.ok().label: _draw(result.ok(), client_session, world["headers"])
+            for result in schema.get_all_operations()}
+    print({op: sorted(set(codes)) for op, codes in sorted(seen.items())})
+    reached = [op for op, codes in seen.items() if any(200 <= c < 300 for c in codes)]
+    assert all(c < 500 for codes in seen.values() for c in codes), seen
+    assert len(reached) >= 2 * len(seen) // 3, seen
 
 
 def _success_cases(world: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:

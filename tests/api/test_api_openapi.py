@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from api.main import create_app
 from api.schemas import ArchitectureIn, DatasetRegister
-from api.services.configs import CROSS_FIELD
+from api.services.configs import CROSS_FIELD, SearchConfigIn
 from nas_core.config import ConfigError, RetrainConfig, SearchConfig
 
 SCHEMA = create_app().openapi()
@@ -184,3 +184,11 @@ def test_a_file_that_is_not_an_archive_is_a_documented_400(client, alice) -> Non
     files = {"file": ("notes.zip", io.BytesIO(b"just some text, not an archive"))}
     response = client.post("/v1/datasets", files=files, data={"name": "x"}, headers=alice[1])
     assert response.status_code == 400 and response.json()["error"]["code"] == "not_an_archive"
+
+
+def test_integers_are_json_schemas_integers() -> None:
+    """2.0 is an integer to JSON Schema, so the server takes it; 2.5, true and "2" are not, and it refuses them."""
+    validator = jsonschema_rs.validator_for(COMPONENTS["SearchConfigIn"])
+    for value, valid in ((2, True), (2.0, True), (2.5, False), (True, False), ("2", False)):
+        assert validator.is_valid({"epochs": value}) == valid, value
+        assert _server_accepts(SearchConfigIn, {"epochs": value}) == valid, value
