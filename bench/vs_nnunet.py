@@ -64,6 +64,7 @@ VAL = [2, 19, 28, 30, 39, 45, 78, 82, 85, 87]
 TEST = [1, 7, 8, 11, 13, 22, 24, 33, 52, 59, 64, 65, 66, 68, 75, 80, 81, 83, 84, 93]
 MODELS = ("nnunet", "thrifty", "unet", "unetpp")
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+_data_lock = threading.Lock()
 _state_lock = threading.Lock()
 
 
@@ -150,8 +151,12 @@ class Bench:
         """nnU-Net layout with the 80 train+val cases in imagesTr and the 20 test cases in
         imagesTs/labelsTs (Thrifty keeps a labelled imagesTs apart as its test set)."""
         root = self.work / "data" / DATASET
-        if (root / "dataset.json").exists():
-            return root
+        with _data_lock:  # two models start at once: one writes the folder, the other waits
+            if not (root / "dataset.json").exists():
+                self._write_thrifty_data(root)
+        return root
+
+    def _write_thrifty_data(self, root: Path) -> None:
         for part, ids in (("Tr", self.split["train"] + self.split["val"]), ("Ts", self.split["test"])):
             for cid in ids:
                 self._link(self.data / "imagesTr" / f"{cid}_0000.nii.gz", root / f"images{part}" / f"{cid}_0000.nii.gz")
@@ -159,7 +164,6 @@ class Bench:
         dj = json.loads((self.data / "dataset.json").read_text())
         dj["numTraining"] = 80
         (root / "dataset.json").write_text(json.dumps(dj, indent=2))
-        return root
 
     def nnunet_raw(self) -> Path:
         """nnU-Net's raw folder: the 70 training cases only (imagesTs holds the test images)."""
