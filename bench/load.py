@@ -759,12 +759,12 @@ def run_embedded(args: argparse.Namespace) -> dict[str, Any]:
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%MZ"),
         "machine": machine(),
         "config": {"clients": args.clients, "seconds": args.seconds, "interval_s": args.interval,
-                   "idle_seconds": args.idle_seconds, "search": EMBEDDED_SEARCH},
+                   "idle_seconds": args.idle_seconds, "search": {**EMBEDDED_SEARCH, **args.search}},
     }
     started = time.monotonic()
     with embedded_stack() as stack:
         answer = httpx.post(f"{stack.api_url}/v1/searches", headers=stack.headers, timeout=60,
-                            json={"dataset_id": stack.dataset_id, "config": EMBEDDED_SEARCH})
+                            json={"dataset_id": stack.dataset_id, "config": result["config"]["search"]})
         if answer.status_code != 202:
             raise BenchError(f"submitting the search: {answer.status_code} {answer.text}")
         job_id = answer.json()["id"]
@@ -873,6 +873,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="then poll again this long with the worker idle (default: --seconds; 0: skip)")
     parser.add_argument("--drain-timeout", type=float, default=3600.0, help="max seconds for all jobs to finish")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    parser.add_argument("--search", type=json.loads, default={}, metavar="JSON",
+                        help='options merged into the embedded mode\'s search, e.g. \'{"image_size": 64}\'')
     parser.add_argument("--embedded", action="store_true",
                         help="thrifty-nas up (SQLite, filesystem broker) with one running search polled by the "
                              "clients, instead of PostgreSQL + Redis and a burst")
