@@ -65,6 +65,10 @@ class Unauthorized(ApiError):
     status_code, code = 401, "unauthorized"
 
 
+class Forbidden(ApiError):
+    status_code, code = 403, "forbidden"
+
+
 class NotFound(ApiError):
     status_code, code = 404, "not_found"
 
@@ -281,6 +285,7 @@ ERROR_DESCRIPTIONS = {
     400: "Bad request: a cursor this service did not issue, a body that is not UTF-8 JSON or is nested too "
          "deep (invalid_json), an upload that is not a zip or tar archive (not_an_archive) or is damaged or unsafe",
     401: "Missing, unknown or revoked API key (`Authorization: Bearer <key>`)",
+    403: "Not served to this client's address (/metrics: THRIFTY_METRICS_ALLOW_IPS)",
     404: "Not found, or not yours",
     409: "Conflict with the resource's current state",
     413: "Body larger than the server's limit (a JSON body: 4 MiB; an upload: THRIFTY_MAX_UPLOAD_BYTES)",

@@ -11,7 +11,9 @@ Reading the settings creates nothing on disk: call ``ensure_dirs()``.
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
@@ -22,6 +24,23 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 DEFAULT_HOME = Path("~/.thrifty-nas")
 DEFAULT_API_KEY_PEPPER = "thrifty-nas-embedded-only-not-a-secret"
 FILESYSTEM_BROKER = "filesystem://"
+
+
+SECRET_FILE_SUFFIX = "_FILE"
+
+
+def secrets_from_files(fields: Any, given: dict[str, Any]) -> dict[str, str]:
+    """Values read from ``THRIFTY_<FIELD>_FILE`` (Docker and Kubernetes secrets mounted as files),
+    for fields not given directly; the file's content, without its trailing newline."""
+    found = {}
+    for name in fields:
+        path = os.environ.get(f"THRIFTY_{name.upper()}{SECRET_FILE_SUFFIX}")
+        if path and given.get(name) in (None, ""):
+            try:
+                found[name] = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+            except OSError as exc:
+                raise ValueError(f"THRIFTY_{name.upper()}{SECRET_FILE_SUFFIX}={path}: cannot read it ({exc})") from None
+    return found
 
 
 class Settings(BaseSettings):
@@ -48,12 +67,16 @@ class Settings(BaseSettings):
         default=None, gt=0, description="refuse (422) a submitted job whose estimated peak memory "
         "(nas_core.memory) exceeds this; default: no limit at submit (workers still check their device)")
     api_key_pepper: SecretStr = SecretStr(DEFAULT_API_KEY_PEPPER)
+    metrics_allow_ips: Annotated[list[str] | None, NoDecode] = Field(
+        default=None, description="addresses or networks (CIDR) allowed to read /metrics; env: comma-separated; "
+        "default: anyone who reaches the server (the embedded service listens on loopback only)")
 
     @model_validator(mode="before")
     @classmethod
     def _derive_from_home(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
+        data.update(secrets_from_files(cls.model_fields, data))
         home = Path(data.get("home") or DEFAULT_HOME).expanduser()
         data["home"] = home
         defaults = {
@@ -67,6 +90,26 @@ class Settings(BaseSettings):
             if data.get(key) in (None, ""):
                 data[key] = value
         return data
+
+    @field_validator("metrics_allow_ips", mode="before")
+    @classmethod
+    def _split_networks(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if value is not None:
+            for part in value:
+                ipaddress.ip_network(part, strict=False)  # ValueError names the bad entry
+        return value
+
+    def metrics_allowed(self, client_host: str | None) -> bool:
+        """Whether a client at ``client_host`` may read /metrics."""
+        if self.metrics_allow_ips is None:
+            return True
+        try:
+            address = ipaddress.ip_address(client_host or "")
+        except ValueError:
+            return False
+        return any(address in ipaddress.ip_network(net, strict=False) for net in self.metrics_allow_ips)
 
     @field_validator("data_roots", mode="before")
     @classmethod

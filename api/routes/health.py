@@ -10,7 +10,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from api import queue
 from api.body import JsonBodyRoute
 from api.deps import StateDep
-from api.errors import ServiceUnavailable, error_responses
+from api.errors import Forbidden, ServiceUnavailable, error_responses
 from api.schemas import Health, Readiness
 from api.state import AppState
 
@@ -52,8 +52,14 @@ def readyz(state: StateDep) -> Readiness:
 @router.get(
     "/metrics",
     response_class=Response,
-    responses={200: {"description": "Prometheus text exposition", "content": {CONTENT_TYPE_LATEST: {}}}},
+    responses={200: {"description": "Prometheus text exposition", "content": {CONTENT_TYPE_LATEST: {}}},
+               403: error_responses(403, auth=False)[403]},
 )
-def metrics(request: Request) -> Response:
-    """Prometheus metrics: request latency, jobs by status and kind, queue depth."""
+def metrics(request: Request, state: StateDep) -> Response:
+    """Prometheus metrics: request latency, jobs by status and kind, queue depth (only to the
+    addresses of ``THRIFTY_METRICS_ALLOW_IPS`` when it is set)."""
+    host = request.client.host if request.client else None
+    if not state.settings.metrics_allowed(host):
+        raise Forbidden(f"/metrics is served only to THRIFTY_METRICS_ALLOW_IPS; {host} is not among them",
+                        code="metrics_not_allowed")
     return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

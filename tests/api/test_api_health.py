@@ -139,3 +139,16 @@ def test_unexpected_error_is_a_generic_500_with_request_id(settings, caplog) -> 
     assert response.headers["X-Request-ID"] == "req-42"
     assert any("req-42" in r.getMessage() and r.exc_info for r in caplog.records)
 
+
+
+def test_metrics_only_to_the_allowed_addresses(make_client, settings) -> None:
+    closed = make_client(metrics_allow_ips=["10.0.0.0/8", "::1"])  # the test client's address is "testclient"
+    refused = closed.get("/metrics")
+    assert refused.status_code == 403
+    assert refused.json()["error"]["code"] == "metrics_not_allowed"
+    assert "THRIFTY_METRICS_ALLOW_IPS" in refused.json()["error"]["message"]
+    app = create_app(settings.model_copy(update={"metrics_allow_ips": ["10.0.0.0/8"]}))
+    with TestClient(app, client=("10.1.2.3", 40000)) as inside:
+        assert inside.get("/metrics").status_code == 200
+    assert closed.get("/healthz").status_code == 200  # only /metrics is fenced
+    assert make_client().get("/metrics").status_code == 200  # unset: open, as the embedded service has it

@@ -17,6 +17,8 @@ ENV_NAMES = [
     "THRIFTY_DATA_ROOTS",
     "THRIFTY_UPLOAD_DIR",
     "THRIFTY_API_KEY_PEPPER",
+    "THRIFTY_API_KEY_PEPPER_FILE",
+    "THRIFTY_DATABASE_URL_FILE",
 ]
 
 
@@ -72,6 +74,22 @@ def test_production_refuses_default_pepper(monkeypatch: pytest.MonkeyPatch) -> N
     assert s.broker_transport_options() == {}
     assert s.api_key_pepper.get_secret_value() == "a-real-secret"
     assert "a-real-secret" not in repr(s)
+
+
+def test_secrets_come_from_files_as_docker_mounts_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "pepper").write_text("pepper-from-a-file\n")
+    (tmp_path / "db").write_text("postgresql+psycopg://thrifty:s3cret@db:5432/thrifty")
+    monkeypatch.setenv("THRIFTY_API_KEY_PEPPER_FILE", str(tmp_path / "pepper"))
+    monkeypatch.setenv("THRIFTY_DATABASE_URL_FILE", str(tmp_path / "db"))
+    monkeypatch.setenv("THRIFTY_BROKER_URL", "redis://redis:6379/0")
+    s = Settings()
+    assert s.api_key_pepper.get_secret_value() == "pepper-from-a-file"  # the trailing newline dropped
+    assert s.database_url == "postgresql+psycopg://thrifty:s3cret@db:5432/thrifty" and not s.embedded
+    monkeypatch.setenv("THRIFTY_API_KEY_PEPPER", "given-directly")  # a value given directly wins
+    assert Settings().api_key_pepper.get_secret_value() == "given-directly"
+    monkeypatch.setenv("THRIFTY_DATABASE_URL_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ValidationError, match="THRIFTY_DATABASE_URL_FILE=.*missing: cannot read it"):
+        Settings()
 
 
 def test_sqlite_with_redis_is_not_embedded_but_may_keep_default_pepper() -> None:
