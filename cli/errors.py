@@ -24,7 +24,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from nas_core.ops import UnknownOp
 
     return (DatasetError, InvalidGenotype, ConfigError, CheckpointError, InvalidArchitecture, UnknownOp,
-            TrainingDiverged, FileNotFoundError, NotADirectoryError, PermissionError, ValueError)
+            TrainingDiverged, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError,
+            ValueError)
 
 
 def friendly(func: F) -> F:

@@ -1,4 +1,4 @@
-"""Taking a model home: `export` (ONNX with a parity check) and `bundle` (one zip with everything)."""
+"""Taking a model home: `export` (ONNX and/or a MONAI bundle, parity-checked) and `bundle` (one zip)."""
 
 from __future__ import annotations
 
@@ -25,23 +25,43 @@ def _require_file(path: Path) -> None:
 @friendly
 def export(
     checkpoint: CheckpointOpt,
-    onnx: Annotated[Path, typer.Option("--onnx", help="the .onnx file to write")],
-    image_size: Annotated[int | None, typer.Option("--image-size", min=1,
-                                                   help="input H = W; default the checkpoint's")] = None,
+    onnx: Annotated[Path | None, typer.Option("--onnx", help="the .onnx file to write")] = None,
+    monai_bundle: Annotated[Path | None, typer.Option(
+        "--monai-bundle", help="a folder to write a MONAI bundle into (configs/, models/model.ts and "
+        "model.onnx, docs/); an earlier bundle there is replaced")] = None,
+    image_size: Annotated[int | None, typer.Option("--image-size", min=1, show_default="the checkpoint's",
+                                                   help="--onnx input H = W")] = None,
+    dynamic_size: Annotated[bool, typer.Option(
+        "--dynamic-size", help="--onnx takes any height and width (always so in a MONAI bundle)")] = False,
     opset: Annotated[int, typer.Option("--opset", min=7, max=20, help="ONNX opset version")] = 17,
     as_json: JsonOpt = False,
 ) -> None:
-    """Export the trained network to ONNX and check it against PyTorch with onnxruntime."""
+    """Export the trained network to ONNX and/or a MONAI bundle, checked against PyTorch."""
     from nas_core.export import export_checkpoint
 
     _require_file(checkpoint)
-    report = export_checkpoint(checkpoint, onnx, image_size=image_size, opset=opset)
+    if onnx is None and monai_bundle is None:
+        raise typer.BadParameter("give --onnx FILE, --monai-bundle DIR or both")
+    result: dict = {}
+    if onnx is not None:
+        report = export_checkpoint(checkpoint, onnx, image_size=image_size, opset=opset,
+                                   dynamic_size=dynamic_size)
+        result.update(report.to_dict())
+        if not as_json:
+            console.print(f"wrote [bold]{report.onnx}[/] (opset {report.opset}, input "
+                          f"{report.inputs[0]['shape']}, output {report.outputs[0]['shape']})")
+            console.print(f"parity: {report.describe()}", highlight=False)
+    if monai_bundle is not None:
+        from nas_core.monai_bundle import write_monai_bundle
+
+        written = write_monai_bundle(checkpoint, monai_bundle, opset=opset)
+        result["monai_bundle"] = written.to_dict()
+        if not as_json:
+            files = ", ".join(written.to_dict()["files"])
+            console.print(f"wrote MONAI bundle [bold]{written.root}[/]: {files}")
+            console.print(f"parity: {written.describe()}", highlight=False)
     if as_json:
-        typer.echo(json.dumps(report.to_dict(), indent=2))
-    else:
-        console.print(f"wrote [bold]{report.onnx}[/] (opset {report.opset}, input "
-                      f"{report.inputs[0]['shape']}, output {report.outputs[0]['shape']})")
-        console.print(f"parity: {report.describe()}", highlight=False)
+        typer.echo(json.dumps(result, indent=2))
 
 
 @friendly

@@ -178,9 +178,13 @@ def _onnx_lines(report: ExportReport | None, error: str | None) -> list[str]:
                 "The PyTorch weights in `model.pt` are complete; retry with "
                 "`thrifty-nas export --checkpoint bundle.zip --onnx model.onnx`."]
     shapes = lambda io: ", ".join(f"`{v['name']}` {v['shape']}" for v in io)  # noqa: E731
+    dynamic = all(isinstance(side, str) for side in report.inputs[0]["shape"][2:])
     return [f"- `model.onnx`: opset {report.opset}; inputs {shapes(report.inputs)}; outputs {shapes(report.outputs)}",
             f"- Parity: {report.describe()}",
-            "- The batch axis is dynamic; the spatial size is fixed at export."]
+            "- The batch, height and width axes are dynamic; the network pads each slice internally and "
+            "crops the logits back, but it was trained on the frame above: place slices in it as "
+            "`preprocessing` says."
+            if dynamic else "- The batch axis is dynamic; the spatial size is fixed at export."]
 
 
 _USAGE = """With Thrifty NAS installed (the `thrifty-nas` command):
@@ -205,8 +209,9 @@ labels = session.run(["logits"], {"image": x})[0].argmax(axis=1)
 """
 
 
-def model_card(state: dict[str, Any], report: ExportReport | None, error: str | None = None) -> str:
-    """MODEL_CARD.md of a retrain checkpoint's bundle (markdown)."""
+def model_card(state: dict[str, Any], report: ExportReport | None, error: str | None = None,
+               usage: str = _USAGE) -> str:
+    """MODEL_CARD.md of a retrain checkpoint's bundle (markdown); ``usage``: the "How to use it" text."""
     ds = state.get("dataset", {})
     name = {"unet": "U-Net", "unetpp": "UNet++"}.get(state["architecture"].get("baseline"), "Thrifty NAS network")
     title = f"# Model card: {name} for {ds.get('name', 'an unnamed dataset')}"
@@ -216,10 +221,20 @@ def model_card(state: dict[str, Any], report: ExportReport | None, error: str | 
     sections = [[title, "", warning], ["## Architecture", "", *_architecture_lines(state)],
                 ["## Data", "", *_data_lines(state)], ["## Training", "", *_training_lines(state)],
                 ["## Validation results (held-out cases)", "", *_results_lines(state.get("metrics", {}))],
-                ["## ONNX export", "", *_onnx_lines(report, error)], ["## How to use it", "", _USAGE.rstrip()],
+                ["## ONNX export", "", *_onnx_lines(report, error)], ["## How to use it", "", usage.rstrip()],
                 ["## Limitations", "", "- 2D, slice by slice; volumes are segmented one slice at a time.",
                  "- Scores come from the held-out cases above only; they are not a clinical validation."]]
     return "\n\n".join("\n".join(lines) for lines in sections) + "\n"
+
+
+def retrain_state(checkpoint: str | Path) -> dict[str, Any]:
+    """The state of a retrain checkpoint (or bundle); CheckpointError naming the fix for any other kind."""
+    state = load_checkpoint(checkpoint)
+    inference_architecture(state)  # refuses a search checkpoint, naming the fix
+    if state.get("kind") != "retrain":
+        raise CheckpointError(f"{checkpoint} is a {state.get('kind')!r} checkpoint; "
+                              "bundle a retrain's best.pt")
+    return state
 
 
 def make_bundle(checkpoint: str | Path, out_path: str | Path, *, onnx_out: str | Path | None = None,
@@ -232,10 +247,8 @@ def make_bundle(checkpoint: str | Path, out_path: str | Path, *, onnx_out: str |
     there when the export failed).
     """
     out_path = Path(out_path)
-    state = load_checkpoint(checkpoint)
-    arch = inference_architecture(state)  # refuses a search checkpoint, naming the fix
-    if state.get("kind") != "retrain":
-        raise CheckpointError(f"{checkpoint} is a {state.get('kind')!r} checkpoint; bundle a retrain's best.pt")
+    state = retrain_state(checkpoint)
+    arch = state["architecture"]
     weights = {k: v for k, v in state.items() if k not in TRAINING_ONLY}
     with tempfile.TemporaryDirectory(prefix="bundle-") as tmp:
         ckpt = save_checkpoint(weights, Path(tmp) / CHECKPOINT_MEMBER)

@@ -1,9 +1,11 @@
 """ONNX export of a trained network, checked against PyTorch with onnxruntime.
 
-The graph takes ``image`` ``[B, C, S, S]`` (float32, normalised as in training) and returns
-``logits`` ``[B, K, S, S]``; the batch axis is dynamic, the spatial size is fixed at export
-(the checkpoint's image size unless told otherwise), so the pad-and-crop of
-:class:`~nas_core.padding.PadToMultiple` is baked in as constants.
+The graph takes ``image`` ``[B, C, H, W]`` (float32, normalised as in training) and returns
+``logits`` ``[B, K, H, W]``; the batch axis is dynamic. By default the spatial size is fixed at
+export (the checkpoint's image size unless told otherwise), so the pad-and-crop of
+:class:`~nas_core.padding.PadToMultiple` is baked in as constants. With ``dynamic_size`` the
+network goes through :func:`nas_core.portable.portable_module` first (the pad-and-crop scripted),
+H and W are dynamic axes too, and the parity check runs at a second, odd size as well.
 
 The exporter is torch's TorchScript-based one (``dynamo=False``): the torch.export-based
 default needs ``onnxscript``, which this project does not install. The trace runs at
@@ -55,6 +57,8 @@ class ExportReport:
     tolerance: float = PARITY_TOLERANCE
     batch: int = PARITY_BATCH
     onnxruntime: str = field(default="")
+    #: further sizes the parity was checked at (a dynamic-size export's second size)
+    also_checked: tuple[tuple[int, int], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {"onnx": str(self.onnx), "max_abs_diff": self.max_abs_diff, "opset": self.opset,
@@ -62,9 +66,10 @@ class ExportReport:
 
     def describe(self) -> str:
         """One line for people: the parity figure and what it was measured on."""
+        sizes = " and ".join(f"{h}x{w}" for h, w in (self.image_size, *self.also_checked))
         return (f"onnxruntime {self.onnxruntime} vs PyTorch: max |difference| of the logits "
                 f"{self.max_abs_diff:.2e} (tolerance {self.tolerance:.0e}) on a batch of {self.batch} "
-                f"at {self.image_size[0]}x{self.image_size[1]}, opset {self.opset}")
+                f"at {sizes}, opset {self.opset}")
 
 
 def _runtime() -> Any:
@@ -89,7 +94,8 @@ def sample_input(in_channels: int, image_size: Size, normalisation: dict[str, An
 
 
 def export_module(model: nn.Module, out: Path | str, in_channels: int, image_size: Size,
-                  opset: int = DEFAULT_OPSET, metadata: dict[str, str] | None = None) -> Path:
+                  opset: int = DEFAULT_OPSET, metadata: dict[str, str] | None = None,
+                  dynamic_size: bool = False) -> Path:
     """Write ``model`` (eval mode) as ONNX to ``out``, atomically; dynamic batch axis.
 
     Args:
@@ -98,6 +104,8 @@ def export_module(model: nn.Module, out: Path | str, in_channels: int, image_siz
         in_channels, image_size: C and S (or [H, W]) of the traced input.
         opset: ONNX opset version for the exporter.
         metadata: extra string key/values stored in the model's ``metadata_props``.
+        dynamic_size: H and W dynamic too (``model`` is made portable first, see
+            :func:`nas_core.portable.portable_module`); else they are fixed at ``image_size``.
     """
     _runtime()
     import onnx
@@ -105,6 +113,11 @@ def export_module(model: nn.Module, out: Path | str, in_channels: int, image_siz
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     model.eval()
+    axes = {0: "batch", 2: "height", 3: "width"} if dynamic_size else {0: "batch"}
+    if dynamic_size:
+        from nas_core.portable import portable_module
+
+        model = portable_module(model, in_channels, image_size)
     dummy = sample_input(in_channels, image_size, batch=1)
     with tempfile.TemporaryDirectory(prefix="onnx-") as scratch:
         tmp = str(Path(scratch) / "model.onnx")
@@ -116,13 +129,14 @@ def export_module(model: nn.Module, out: Path | str, in_channels: int, image_siz
             try:
                 torch.onnx.export(model, (dummy,), tmp, dynamo=False, opset_version=opset,
                                   input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                                  dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                                  dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes},
                                   do_constant_folding=True)
             except Exception as exc:  # the exporter raises many types (unsupported op, bad opset...)
                 raise ExportError(f"torch.onnx.export failed at opset {opset}: "
                                   f"{exc.__class__.__name__}: {exc}") from exc
         proto = onnx.load(tmp)
-    _fix_spatial_dims(proto, image_size)
+    if not dynamic_size:
+        _fix_spatial_dims(proto, image_size)
     onnx.checker.check_model(proto)
     if metadata:
         onnx.helper.set_model_props(proto, metadata)
@@ -167,23 +181,29 @@ def check_parity(model: nn.Module, onnx_path: Path | str, sample: torch.Tensor) 
 def export_and_check(model: nn.Module, out: Path | str, in_channels: int, image_size: Size,
                      opset: int = DEFAULT_OPSET, tolerance: float = PARITY_TOLERANCE,
                      normalisation: dict[str, Any] | None = None,
-                     metadata: dict[str, str] | None = None) -> ExportReport:
-    """Export ``model`` and check onnxruntime against it on a batch of 2; ExportError (naming the
-    measured difference, the file removed) when the largest absolute difference exceeds ``tolerance``."""
+                     metadata: dict[str, str] | None = None, dynamic_size: bool = False) -> ExportReport:
+    """Export ``model`` and check onnxruntime against it on a batch of 2 (at ``image_size``, and with
+    ``dynamic_size`` at a second, odd size too); ExportError (naming the measured difference, the file
+    removed) when the largest absolute difference exceeds ``tolerance``."""
+    from nas_core.portable import probe_size
+
     ort = _runtime()
-    out = export_module(model, out, in_channels, image_size, opset, metadata)
-    sample = sample_input(in_channels, image_size, normalisation)
+    out = export_module(model, out, in_channels, image_size, opset, metadata, dynamic_size)
+    sizes = [as_hw(image_size), *([probe_size(image_size)] if dynamic_size else [])]
+    diffs = {}
     try:
-        diff, session = check_parity(model, out, sample)
-        if diff > tolerance:
-            raise ExportError(f"ONNX parity check failed: onnxruntime's logits differ from PyTorch's by up to "
-                              f"{diff:.3e} (tolerance {tolerance:.0e}) on a batch of {PARITY_BATCH} at "
-                              f"{as_hw(image_size)[0]}x{as_hw(image_size)[1]}, opset {opset}")
+        for size in sizes:
+            diffs[size], session = check_parity(model, out, sample_input(in_channels, size, normalisation))
+            if diffs[size] > tolerance:
+                raise ExportError(f"ONNX parity check failed: onnxruntime's logits differ from PyTorch's by "
+                                  f"up to {diffs[size]:.3e} (tolerance {tolerance:.0e}) on a batch of "
+                                  f"{PARITY_BATCH} at {size[0]}x{size[1]}, opset {opset}")
     except BaseException:
         out.unlink(missing_ok=True)
         raise
-    report = ExportReport(out, diff, opset, _io(session.get_inputs()), _io(session.get_outputs()), as_hw(image_size),
-                          tolerance, PARITY_BATCH, ort.__version__)
+    report = ExportReport(out, max(diffs.values()), opset, _io(session.get_inputs()),
+                          _io(session.get_outputs()), sizes[0], tolerance, PARITY_BATCH, ort.__version__,
+                          tuple(sizes[1:]))
     log.info("exported %s; %s", out, report.describe())
     return report
 
@@ -226,10 +246,12 @@ def preprocessing(meta: dict[str, Any], image_size: Size | None = None) -> dict[
 
 
 def export_checkpoint(checkpoint: Path | str, out: Path | str, image_size: Size | None = None,
-                      opset: int = DEFAULT_OPSET, tolerance: float = PARITY_TOLERANCE) -> ExportReport:
+                      opset: int = DEFAULT_OPSET, tolerance: float = PARITY_TOLERANCE,
+                      dynamic_size: bool = False) -> ExportReport:
     """Export the network of a retrain checkpoint (or bundle) to ONNX with a parity check.
 
-    ``image_size`` defaults to the checkpoint's; the graph stores the preprocessing in its
+    ``image_size`` defaults to the checkpoint's (with ``dynamic_size``: the size the parity is
+    checked at first; the graph takes any H and W); the graph stores the preprocessing in its
     metadata under ``thrifty_nas.preprocessing``.
     """
     from nas_core.checkpoint import load_model
@@ -238,5 +260,6 @@ def export_checkpoint(checkpoint: Path | str, out: Path | str, image_size: Size 
     size = Frame.from_meta(meta).size if image_size is None else as_hw(image_size)
     if min(size) < 1:
         raise ExportError(f"image size must be >= 1 pixel, got {list(size)}")
+    recipe = preprocessing(meta, None if dynamic_size else size)
     return export_and_check(model, out, meta["in_channels"], size, opset, tolerance, meta["normalisation"],
-                            metadata={METADATA_KEY: json.dumps(preprocessing(meta, size))})
+                            metadata={METADATA_KEY: json.dumps(recipe)}, dynamic_size=dynamic_size)

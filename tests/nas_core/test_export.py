@@ -148,9 +148,31 @@ def test_export_cli_writes_onnx_and_reports_parity(trained, tmp_path):
     assert onnx.load(str(tmp_path / "s.onnx")).opset_import[0].version == 13
 
 
+def test_export_cli_dynamic_size_runs_at_other_sizes(trained, tmp_path):
+    _, best = trained
+    report = json.loads(run("export", "--checkpoint", str(best), "--onnx", str(tmp_path / "d.onnx"),
+                            "--dynamic-size", "--json").stdout)
+    assert report["inputs"][0]["shape"] == ["batch", 1, "height", "width"]
+    assert report["outputs"][0]["shape"] == ["batch", 2, "height", "width"]
+    assert 0 <= report["max_abs_diff"] < 1e-4
+    text = run("export", "--checkpoint", str(best), "--onnx", str(tmp_path / "e.onnx"),
+               "--dynamic-size").stdout
+    assert "at 32x32 and 35x37, opset 17" in " ".join(text.split())  # checked at a second, odd size too
+    session = ort.InferenceSession(str(tmp_path / "d.onnx"), providers=["CPUExecutionProvider"])
+    model, _ = load_model(best)
+    for shape in ((2, 1, 32, 32), (1, 1, 19, 52)):
+        x = torch.randn(*shape)
+        (got,) = session.run(["logits"], {"image": x.numpy()})
+        with torch.no_grad():
+            np.testing.assert_allclose(got, model(x).numpy(), atol=1e-4, rtol=0)
+
+
 def test_export_cli_errors_are_messages(tmp_path):
     proc = run("export", "--checkpoint", str(tmp_path / "nope.pt"), "--onnx", str(tmp_path / "m.onnx"), check=False)
     assert proc.returncode == 2 and "nope.pt does not exist" in proc.stderr
+    (tmp_path / "x.pt").write_bytes(b"")
+    proc = run("export", "--checkpoint", str(tmp_path / "x.pt"), check=False)
+    assert proc.returncode == 2 and "give --onnx FILE, --monai-bundle DIR or both" in proc.stderr
 
 
 def test_bundle_holds_weights_genotype_preprocessing_onnx_and_card(trained, bundled):

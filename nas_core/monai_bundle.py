@@ -1,0 +1,303 @@
+"""MONAI bundles: a trained model in the layout MONAI's bundle tools read, with no Thrifty NAS code.
+
+A folder::
+
+    configs/metadata.json    MONAI's bundle metadata (schema meta_schema_20240725): versions, task,
+                             network_data_format (inputs ``image``, outputs ``pred``), classes,
+                             validation scores; ``thrifty_nas`` holds the full preprocessing
+    configs/inference.json   a ``monai.bundle.ConfigParser`` config: ``network_def`` (the TorchScript
+                             model via ``$torch.jit.load``), ``network``, ``inferer`` (2D batches),
+                             ``slice_inferer`` (3D volumes slice by slice), ``preprocessing`` (the
+                             intensity normalisation, MONAI transforms) and ``postprocessing`` (argmax)
+    models/model.ts          TorchScript (saved with MONAI's ``save_net_with_metadata``): any H and W
+    models/model.onnx        ONNX with dynamic batch, height and width, checked with onnxruntime
+    docs/README.md           the model card, with how to use the bundle
+
+Both model files come from :func:`nas_core.portable.portable_module` and are checked against
+the PyTorch network at the training size and at a second, odd size before anything is written.
+What MONAI transforms do not reproduce exactly is the placement of slices in the training frame
+(resample, centre, pad); ``docs/README.md`` and ``metadata.json`` say how to do it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from nas_core.bundle import model_card, retrain_state
+from nas_core.data.frame import Frame, as_hw
+from nas_core.export import (
+    DEFAULT_OPSET,
+    METADATA_KEY,
+    PARITY_BATCH,
+    PARITY_TOLERANCE,
+    ExportError,
+    ExportReport,
+    export_and_check,
+    preprocessing,
+    sample_input,
+)
+from nas_core.portable import portable_module, probe_size
+
+log = logging.getLogger(__name__)
+
+#: the schema MONAI's model-zoo bundles name; ``monai.bundle.verify_metadata`` downloads it
+SCHEMA_URL = ("https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/"
+              "meta_schema_20240725.json")
+BUNDLE_VERSION = "0.1.0"
+METADATA_FILE, CONFIG_FILE = "configs/metadata.json", "configs/inference.json"
+TS_FILE, ONNX_FILE, README_FILE = "models/model.ts", "models/model.onnx", "docs/README.md"
+FILES = (METADATA_FILE, CONFIG_FILE, TS_FILE, ONNX_FILE, README_FILE)
+REFERENCES = [
+    "Xu Y et al. PC-DARTS: Partial Channel Connections for Memory-Efficient Architecture Search. ICLR 2020.",
+    "Isensee F et al. nnU-Net: a self-configuring method for deep learning-based biomedical image "
+    "segmentation. Nature Methods 18, 203-211 (2021).",
+]
+
+
+@dataclass(frozen=True)
+class MonaiBundle:
+    """What :func:`write_monai_bundle` wrote and how closely its models reproduce PyTorch."""
+
+    root: Path
+    torchscript_max_abs_diff: float
+    onnx: ExportReport
+    checked_sizes: tuple[tuple[int, int], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"root": str(self.root), "files": list(FILES),
+                "torchscript_max_abs_diff": self.torchscript_max_abs_diff,
+                "onnx_max_abs_diff": self.onnx.max_abs_diff,
+                "checked_sizes": [list(s) for s in self.checked_sizes]}
+
+    def describe(self) -> str:
+        sizes = " and ".join(f"{h}x{w}" for h, w in self.checked_sizes)
+        return (f"TorchScript vs PyTorch: max |difference| of the logits "
+                f"{self.torchscript_max_abs_diff:.2e}; ONNX: {self.onnx.max_abs_diff:.2e} "
+                f"(tolerance {self.onnx.tolerance:.0e}; batch of "
+                f"{PARITY_BATCH} at {sizes})")
+
+
+def _versions() -> dict[str, str]:
+    import monai
+
+    return {"monai_version": monai.__version__, "pytorch_version": torch.__version__.split("+")[0],
+            "numpy_version": np.__version__}
+
+
+def _class_list(names: list[str]) -> str:
+    return ", ".join(f"{i} {name}" for i, name in enumerate(names))
+
+
+def _tensor(num_channels: int, names: list[str], fmt: str, value_range: list[float]) -> dict[str, Any]:
+    """One entry of ``network_data_format``: 2D, any height and width (the network pads internally)."""
+    return {"type": "image", "format": fmt, "num_channels": num_channels, "spatial_shape": ["*", "*"],
+            "dtype": "float32", "value_range": value_range, "is_patch_data": False,
+            "channel_def": {str(i): name for i, name in enumerate(names)}}
+
+
+def bundle_metadata(state: dict[str, Any], torchscript_diff: float, onnx: ExportReport) -> dict[str, Any]:
+    """``configs/metadata.json``: the fields of MONAI's bundle schema, from a retrain checkpoint."""
+    ds, norm = state.get("dataset", {}), state["normalisation"]
+    classes, channels = list(state.get("class_names", [])), list(state.get("channel_names", []))
+    arch = state["architecture"]
+    kind = arch.get("baseline") or f"Thrifty NAS (PC-DARTS genotype, C={arch['genotype']['C']})"
+    synthetic = " Trained on SYNTHETIC images, not patients: its scores say nothing clinical." \
+        if ds.get("synthetic") else ""
+    frame = Frame.from_meta(state)
+    metrics = state.get("metrics", {})
+    scores = {"mean_dice": metrics.get("mean_dsc"), "mean_iou": metrics.get("mean_iou")}
+    scores.update({f"dice_{name}": c.get("dsc_mean") for name, c in metrics.get("classes", {}).items()})
+    return {
+        "schema": SCHEMA_URL,
+        "version": BUNDLE_VERSION,
+        "changelog": {BUNDLE_VERSION: "exported by Thrifty NAS from a retrain checkpoint "
+                                      f"(epoch {state.get('epoch')})"},
+        **_versions(),
+        "required_packages_version": {},
+        "task": f"2D segmentation of {', '.join(classes[1:]) or 'foreground'} in {ds.get('modality', '?')} "
+                f"images ({ds.get('name', 'an unnamed dataset')})",
+        "description": f"{kind} network, {state.get('params', 0):,} trainable parameters, trained slice by "
+                       f"slice on {ds.get('name', '?')} in a {frame} frame with {norm['scheme']} "
+                       "normalisation. "
+                       f"The network takes any height and width (it pads internally).{synthetic}",
+        "authors": "Thrifty NAS (architecture search and training); see docs/README.md",
+        "copyright": "The owner of the training data and of this model; Thrifty NAS claims none",
+        "data_source": f"{ds.get('name', '?')} ({ds.get('format', '?')} layout)"
+                       + (", SYNTHETIC phantom" if ds.get("synthetic") else ""),
+        "data_type": "itk",
+        "image_classes": f"{len(channels)} channel(s) ({', '.join(channels) or '-'}), intensities "
+                         f"normalised with {norm['scheme']} (configs/inference.json#preprocessing), 2D "
+                         f"slices placed in a {frame} frame (metadata thrifty_nas#preprocessing#steps)",
+        "label_classes": _class_list(classes),
+        "pred_classes": f"logits, one channel per class: {_class_list(classes)}; the argmax over channels "
+                        "is the label",
+        "eval_metrics": {k: v for k, v in scores.items() if v is not None},
+        "intended_use": "Research only; validate on your own data before relying on it",
+        "references": REFERENCES,
+        "network_data_format": {
+            "inputs": {"image": _tensor(state["in_channels"], channels, "magnitude",
+                                        [0.0, 1.0] if norm["scheme"] == "ct_window" else [])},
+            "outputs": {"pred": _tensor(state["num_classes"], classes, "segmentation", [])},
+            "post_processed_outputs": {
+                "pred": _tensor(1, [_class_list(classes)], "labels", [0, len(classes) - 1])},
+        },
+        "thrifty_nas": {"preprocessing": preprocessing(state), "architecture": arch,
+                        "parity": {"torchscript_max_abs_diff": torchscript_diff,
+                                   "onnx_max_abs_diff": onnx.max_abs_diff, "tolerance": onnx.tolerance}},
+    }
+
+
+def _intensity_transforms(norm: dict[str, Any]) -> list[dict[str, Any]]:
+    """The normalisation as MONAI array transforms on one channel-first case ([C, H, W] or [C, H, W, D])."""
+    scheme = norm["scheme"]
+    if scheme == "zscore":  # per channel over the whole case, population std, as nnU-Net does
+        return [{"_target_": "NormalizeIntensity", "channel_wise": True}]
+    if scheme == "ct_window":
+        low, high = norm["window"]
+        return [{"_target_": "ScaleIntensityRange", "a_min": low, "a_max": high, "b_min": 0.0, "b_max": 1.0,
+                 "clip": True}]
+    if scheme == "ct_foreground":  # per-channel clip, then the training foreground's mean and std
+        clip = json.dumps([list(map(float, c)) for c in norm["clip"]])
+        return [{"_target_": "Lambda",
+                 "func": f"$lambda x: torch.stack([c.clamp(lo, hi) for c, (lo, hi) in zip(x, {clip})])"},
+                {"_target_": "NormalizeIntensity", "subtrahend": [float(m) for m in norm["mean"]],
+                 "divisor": [max(float(s), 1e-8) for s in norm["std"]], "channel_wise": True}]
+    if scheme == "none":
+        return []
+    raise ExportError(f"no MONAI transform for normalisation {scheme!r}")
+
+
+def inference_config(meta: dict[str, Any]) -> dict[str, Any]:
+    """``configs/inference.json``: components MONAI's ConfigParser instantiates; ``bundle_root`` is the
+    bundle folder (``.`` when run from it; override it otherwise)."""
+    return {
+        "imports": ["$import torch"],
+        "bundle_root": ".",
+        "device": "$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')",
+        "network_def": "$torch.jit.load(@bundle_root + '/" + TS_FILE + "', map_location=@device)",
+        "network": "$@network_def.to(@device).eval()",
+        "inferer": {"_target_": "SimpleInferer"},
+        "slice_inferer": {"_target_": "SliceInferer", "roi_size": [-1, -1], "spatial_dim": 2,
+                          "sw_batch_size": 16, "progress": False},
+        "preprocessing": {"_target_": "Compose", "transforms": [
+            {"_target_": "EnsureType", "data_type": "tensor", "dtype": "$torch.float32"},
+            *_intensity_transforms(meta["normalisation"])]},
+        "postprocessing": {"_target_": "Compose", "transforms": [{"_target_": "AsDiscrete", "argmax": True}]},
+    }
+
+
+_USAGE = """This folder is a MONAI bundle: MONAI alone runs it, Thrifty NAS is not needed.
+
+```python
+import torch
+from monai.bundle import ConfigParser
+
+parser = ConfigParser()
+parser.read_config("configs/inference.json")
+parser.read_meta("configs/metadata.json")
+parser["bundle_root"] = "."             # this folder
+network = parser.get_parsed_content("network")
+preprocess = parser.get_parsed_content("preprocessing")      # one case, channel-first
+postprocess = parser.get_parsed_content("postprocessing")    # one item's logits -> label map
+x = preprocess(case)                    # [C, H, W] (or [C, H, W, D]) normalised as in training
+with torch.no_grad():
+    logits = parser.get_parsed_content("inferer")(x[None], network)            # 2D: [1, K, H, W]
+    # a volume [1, C, H, W, D]: parser.get_parsed_content("slice_inferer")(volume, network)
+label = postprocess(logits[0])
+```
+
+Check the network against the metadata with MONAI's tool:
+`python -m monai.bundle verify_net_in_out network --meta_file configs/metadata.json
+--config_file configs/inference.json --bundle_root . --any 64`.
+
+`models/model.ts` loads with `torch.jit.load` alone and `models/model.onnx` with ONNX Runtime; both take
+`[batch, C, H, W]` float32 of any H and W. The network was trained on slices placed in the frame that
+`metadata.json` (`thrifty_nas` -> `preprocessing` -> `steps`) describes: resample each slice to the frame's
+spacing with its aspect ratio kept, centre it and pad it with each channel's lowest value; cut the logits
+back and resample them to the slice. The preprocessing of `inference.json` does the intensity part only.
+"""
+
+
+@torch.no_grad()
+def torchscript_parity(model: nn.Module, scripted: torch.jit.ScriptModule, in_channels: int,
+                       sizes: list[tuple[int, int]], normalisation: dict[str, Any] | None = None) -> float:
+    """Largest absolute difference between the eager and the TorchScript logits over ``sizes``."""
+    diff = 0.0
+    for size in sizes:
+        x = sample_input(in_channels, size, normalisation)
+        diff = max(diff, float((model(x) - scripted(x)).abs().max()))
+    return diff
+
+
+def _replace_folder(new: Path, out: Path) -> None:
+    """Put the finished bundle ``new`` at ``out``; an earlier bundle there is replaced, other content
+    refused (a wrong --monai-bundle must not wipe a folder)."""
+    if out.exists() and any(out.iterdir()):
+        if not (out / METADATA_FILE).is_file():
+            raise FileExistsError(f"{out} exists and is not a MONAI bundle; choose an empty or new folder")
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
+        os.replace(new, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        if out.exists():
+            out.rmdir()
+        os.replace(new, out)
+
+
+def write_monai_bundle(checkpoint: str | Path, out: str | Path, *, opset: int = DEFAULT_OPSET,
+                       tolerance: float = PARITY_TOLERANCE) -> MonaiBundle:
+    """Write a retrain checkpoint (or bundle zip) as a MONAI bundle folder at ``out``.
+
+    Nothing appears at ``out`` unless both the TorchScript and the ONNX model reproduce the
+    PyTorch logits within ``tolerance`` at the training size and at a second, odd size
+    (ExportError otherwise); a bundle already at ``out`` is replaced.
+    """
+    from monai.data import save_net_with_metadata
+
+    from nas_core.checkpoint import load_model
+
+    out = Path(out)
+    state = retrain_state(checkpoint)
+    model, meta = load_model(checkpoint, "cpu")
+    size, channels, norm = as_hw(Frame.from_meta(meta).size), meta["in_channels"], meta["normalisation"]
+    sizes = [size, probe_size(size)]
+    scripted = portable_module(model, channels, size)
+    ts_diff = torchscript_parity(model, scripted, channels, sizes, norm)
+    if ts_diff > tolerance:
+        raise ExportError(f"TorchScript parity check failed: its logits differ from PyTorch's by up to "
+                          f"{ts_diff:.3e} (tolerance {tolerance:.0e})")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
+        root = Path(tmp) / "bundle"
+        for folder in ("configs", "models", "docs"):
+            (root / folder).mkdir(parents=True)
+        report = export_and_check(model, root / ONNX_FILE, channels, size, opset, tolerance, norm,
+                                  metadata={METADATA_KEY: json.dumps(preprocessing(meta))}, dynamic_size=True)
+        metadata = bundle_metadata(state, ts_diff, report)
+        config = inference_config(meta)
+        with warnings.catch_warnings():  # torch.jit.save is deprecated; MONAI bundles still use TorchScript
+            warnings.simplefilter("ignore", DeprecationWarning)
+            save_net_with_metadata(scripted, str(root / TS_FILE), meta_values=metadata,
+                                   more_extra_files={"inference.json": json.dumps(config).encode()})
+        (root / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+        (root / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        result = MonaiBundle(out, ts_diff, replace(report, onnx=out / ONNX_FILE), tuple(sizes))
+        card = model_card(state, report, usage=f"{_USAGE}\nParity: {result.describe()}.\n")
+        (root / README_FILE).write_text(card)
+        _replace_folder(root, out)
+    log.info("wrote MONAI bundle %s; %s", out, result.describe())
+    return result
