@@ -26,6 +26,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from cli.errors import friendly
+from cli.local import DATA_HELP, resolve_data
 
 console = Console(stderr=True)
 
@@ -93,8 +94,10 @@ def _dataset(home: Path, data: Path | None, image_size: int) -> tuple[Path, bool
 
 @friendly
 def demo(
-    home: Annotated[Path | None, typer.Option("--home", help="data folder (default: a new temp folder)")] = None,
-    data: Annotated[Path | None, typer.Option("--data", help="your dataset instead of the synthetic phantom")] = None,
+    home: Annotated[Path | None, typer.Option("--home", help="data folder",
+                                              show_default="a new temp folder")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help=f"your dataset instead of the phantom: {DATA_HELP}",
+                                              callback=resolve_data, show_default="a SYNTHETIC phantom")] = None,
     image_size: Annotated[int, typer.Option("--image-size")] = 64,
     search_epochs: Annotated[int, typer.Option("--search-epochs")] = 6,
     retrain_epochs: Annotated[int, typer.Option("--retrain-epochs")] = 15,

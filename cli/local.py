@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Annotated
@@ -12,14 +13,48 @@ from rich.table import Table
 
 from cli.errors import friendly
 from cli.progress import ProgressBar
+from nas_core.config import RetrainConfig, SearchConfig  # torch-free: the defaults --help shows
 
 console = Console()
 
-DataOpt = Annotated[Path, typer.Option("--data", help="dataset folder (nnU-Net/MSD, PROMISE12, CHAOS CT, 2D folder)")]
+
+def config_default(config: type, name: str, none: str = "none") -> str:
+    """A config field's default as --help shows it, read from nas_core.config (its one source)."""
+    value = next(f.default for f in dataclasses.fields(config) if f.name == name)
+    if value is None:
+        return none
+    return ("on" if value else "off") if isinstance(value, bool) else str(value)
+
+
+def search_default(name: str, none: str = "none") -> str:
+    return config_default(SearchConfig, name, none)
+
+
+def retrain_default(name: str, none: str = "none") -> str:
+    return config_default(RetrainConfig, name, none)
+
+
+def resolve_data(value: Path | None) -> Path | None:
+    """--data as given, or the folder an nnU-Net dataset name or id names under $nnUNet_raw."""
+    if value is None:
+        return None
+    from nas_core.data.errors import DatasetError
+    from nas_core.data.readers.nnunet import resolve_dataset_path
+
+    try:
+        return resolve_dataset_path(value)
+    except DatasetError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+DATA_HELP = ("dataset folder (nnU-Net/MSD, PROMISE12, CHAOS CT, 2D folder); with $nnUNet_raw set, also an "
+             "nnU-Net dataset name or id (Dataset003_ACDC, 3)")
+DataOpt = Annotated[Path, typer.Option("--data", help=DATA_HELP, callback=resolve_data)]
 # The dataset readers' names (nas_core.data.REGISTRY, checked by a test; listed here so that the
 # command line starts without importing the ML stack).
 FORMATS = ("nnunet", "promise12", "chaos_ct", "folder2d")
-FORMAT_HELP = f"dataset format, one of {', '.join(FORMATS)}; auto-detected when omitted"
+FORMAT_HELP = f"dataset format, one of {', '.join(FORMATS)}"
+FORMAT_DEFAULT = "auto-detected"
 
 
 def check_format(value: str | None) -> str | None:
@@ -28,22 +63,50 @@ def check_format(value: str | None) -> str | None:
     return value
 
 
-FormatOpt = Annotated[str | None, typer.Option("--format", help=FORMAT_HELP, callback=check_format)]
+FormatOpt = Annotated[str | None, typer.Option("--format", help=FORMAT_HELP, callback=check_format,
+                                               show_default=FORMAT_DEFAULT)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object for scripts")]
 BudgetOpt = Annotated[float | None, typer.Option(
-    "--time-budget-minutes", help="stop after this much wall-clock time; the schedule is laid over it")]
+    "--time-budget-minutes", help="stop after this much wall-clock time; the schedule is laid over it",
+    show_default="no limit")]
+VAL_DEFAULT = "fold 0 of the dataset's splits_final.json, else a seeded --val-fraction"
 ValCasesOpt = Annotated[str | None, typer.Option(
-    "--val-cases", help="comma-separated case ids that choose the best epoch (instead of --val-fraction)")]
+    "--val-cases", help="comma-separated case ids that choose the best epoch (instead of --val-fraction)",
+    show_default=VAL_DEFAULT)]
+FoldOpt = Annotated[int | None, typer.Option(
+    "--fold", min=0, help="validation cases: this fold of nnU-Net's splits_final.json (in the dataset folder "
+    "or $nnUNet_preprocessed/NAME)", show_default="0 when the file exists")]
 TestCasesOpt = Annotated[str | None, typer.Option(
-    "--test-cases", help="comma-separated case ids scored only at the end (besides the dataset's imagesTs)")]
-AugmentOpt = Annotated[str | None, typer.Option(
-    "--augmentation", help="none, basic (flips, small affine warps) or nnunet (nnU-Net's 2D pipeline)")]
-DeepOpt = Annotated[bool | None, typer.Option(
-    "--deep-supervision/--no-deep-supervision", help="a loss on every head (UNet++ and Thrifty nets)")]
+    "--test-cases", help="comma-separated case ids scored only at the end (besides the dataset's imagesTs)",
+    show_default="the dataset's imagesTs only")]
+AUGMENT_HELP = "none, basic (flips, small affine warps) or nnunet (nnU-Net's 2D pipeline)"
+DEEP_FLAGS = "--deep-supervision/--no-deep-supervision"
+DEEP_HELP = "a loss on every head (UNet++ and Thrifty nets)"
+StepsOpt = Annotated[int | None, typer.Option("--steps-per-epoch", help="batches per epoch",
+                                              show_default="every batch of the training slices")]
+ImageSizeOpt = Annotated[int | None, typer.Option("--image-size", help="frame size H = W",
+                                                  show_default="the dataset plan's frame")]
+DEVICE_HELP = "auto, cpu, cuda or cuda:N"
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="continue from the last checkpoint in --out")]
 
 
 def _cases(text: str | None) -> list[str] | None:
     return None if text is None else [c.strip() for c in text.split(",") if c.strip()]
+
+
+def _val_cases(data: Path, text: str | None, fold: int | None) -> list[str] | None:
+    """--val-cases, or the --fold of the dataset's splits_final.json (None: the config's default)."""
+    if fold is None:
+        return _cases(text)
+    if text is not None:
+        raise ValueError("give --val-cases or --fold, not both")
+    from nas_core.data.splits import PREPROCESSED_ENV, SPLITS_FILE, fold_val_cases
+
+    cases = fold_val_cases(data, fold)
+    if cases is None:
+        raise FileNotFoundError(f"--fold {fold} needs {SPLITS_FILE} in {data} or in "
+                                f"${PREPROCESSED_ENV}/{data.name}; there is none")
+    return cases
 
 
 def _print_json(obj: object) -> None:
@@ -53,7 +116,8 @@ def _print_json(obj: object) -> None:
 @friendly
 def params(
     arch: Annotated[str, typer.Argument(help="unet, unetpp or thrifty")],
-    genotype: Annotated[Path | None, typer.Option("--genotype", help="genotype JSON (thrifty only)")] = None,
+    genotype: Annotated[Path | None, typer.Option("--genotype", help="genotype JSON (thrifty only)",
+                                                  show_default="the default genotype")] = None,
     in_channels: Annotated[int, typer.Option("--in-channels", min=1)] = 1,
     classes: Annotated[int, typer.Option("--classes", min=1, help="output channels (1 = sigmoid head)")] = 1,
     as_json: JsonOpt = False,
@@ -101,33 +165,51 @@ def _search_config(**kwargs: object):  # noqa: ANN202
 def search(
     data: DataOpt,
     out: Annotated[Path, typer.Option("--out", help="output folder (checkpoints, genotype.json, alphas.jsonl)")],
-    epochs: Annotated[int | None, typer.Option()] = None,
-    warmup_epochs: Annotated[int | None, typer.Option("--warmup-epochs")] = None,
-    image_size: Annotated[int | None, typer.Option("--image-size")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
-    channels: Annotated[int | None, typer.Option("--channels", help="cell width C")] = None,
-    nodes: Annotated[int | None, typer.Option()] = None,
-    depth: Annotated[int | None, typer.Option()] = None,
-    k: Annotated[int | None, typer.Option("--k", help="partial-channel factor K")] = None,
-    seed: Annotated[int | None, typer.Option()] = None,
-    early_stop_patience: Annotated[int | None, typer.Option("--early-stop-patience")] = None,
+    epochs: Annotated[int | None, typer.Option(show_default=search_default("epochs"))] = None,
+    warmup_epochs: Annotated[int | None, typer.Option(
+        "--warmup-epochs", help="epochs that train the weights only",
+        show_default=search_default("warmup_epochs"))] = None,
+    image_size: ImageSizeOpt = None,
+    batch_size: Annotated[int | None, typer.Option(
+        "--batch-size", show_default=search_default("batch_size"))] = None,
+    channels: Annotated[int | None, typer.Option("--channels", help="cell width C",
+                                                 show_default=search_default("channels"))] = None,
+    nodes: Annotated[int | None, typer.Option(help="intermediate nodes per cell",
+                                              show_default=search_default("nodes"))] = None,
+    depth: Annotated[int | None, typer.Option(help="down/up levels",
+                                              show_default=search_default("depth"))] = None,
+    k: Annotated[int | None, typer.Option("--k", help="partial-channel factor K",
+                                          show_default=search_default("k"))] = None,
+    seed: Annotated[int | None, typer.Option(show_default=search_default("seed"))] = None,
+    early_stop_patience: Annotated[int | None, typer.Option(
+        "--early-stop-patience", help="stop after this many evaluations without improvement",
+        show_default=search_default("early_stop_patience", "off"))] = None,
     eval_every: Annotated[int | None, typer.Option(
-        "--eval-every", help="score the architecture half every N epochs (and at the end)")] = None,
+        "--eval-every", help="score the architecture half every N epochs (and at the end)",
+        show_default=search_default("eval_every"))] = None,
     latency_weight: Annotated[float | None, typer.Option(
-        "--latency-weight", help="weight of the expected latency in the architecture loss (0: off)")] = None,
+        "--latency-weight", help="weight of the expected latency in the architecture loss (0: off)",
+        show_default=search_default("latency_weight"))] = None,
     latency_target_ms: Annotated[float | None, typer.Option(
-        "--latency-target-ms", help="latency the term is relative to (default: uniform weights')")] = None,
+        "--latency-target-ms", help="latency the term is relative to",
+        show_default=search_default("latency_target_ms", "uniform weights' latency"))] = None,
     max_params: Annotated[int | None, typer.Option(
-        "--max-params", help="parameter budget the derived genotype must respect")] = None,
-    steps_per_epoch: Annotated[int | None, typer.Option("--steps-per-epoch")] = None,
-    device: Annotated[str | None, typer.Option()] = None,
+        "--max-params", help="parameter budget the derived genotype must respect",
+        show_default=search_default("max_params", "no budget"))] = None,
+    steps_per_epoch: StepsOpt = None,
+    device: Annotated[str | None, typer.Option(help=DEVICE_HELP,
+                                               show_default=search_default("device"))] = None,
     time_budget_minutes: BudgetOpt = None,
     val_cases: ValCasesOpt = None,
+    fold: FoldOpt = None,
     test_cases: TestCasesOpt = None,
-    augmentation: AugmentOpt = None,
-    deep_supervision: DeepOpt = None,
+    augmentation: Annotated[str | None, typer.Option(
+        "--augmentation", help=f"of the weight half's batches: {AUGMENT_HELP}",
+        show_default=search_default("augmentation"))] = None,
+    deep_supervision: Annotated[bool | None, typer.Option(
+        DEEP_FLAGS, help=DEEP_HELP, show_default=search_default("deep_supervision"))] = None,
     data_format: FormatOpt = None,
-    resume: Annotated[bool, typer.Option("--resume", help="continue from the last checkpoint in --out")] = False,
+    resume: ResumeOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Search the Thrifty NAS space with PC-DARTS; writes genotype.json and the alpha history."""
@@ -139,7 +221,7 @@ def search(
                             device=device, time_budget_minutes=time_budget_minutes, eval_every=eval_every,
                             augmentation=augmentation, deep_supervision=deep_supervision,
                             latency_weight=latency_weight, latency_target_ms=latency_target_ms, max_params=max_params,
-                            val_cases=_cases(val_cases), test_cases=_cases(test_cases))
+                            val_cases=_val_cases(data, val_cases, fold), test_cases=_cases(test_cases))
     _require_dir(data)
     with ProgressBar("search", quiet=as_json) as bar:
         result = run_search(data, config, out, callbacks=bar, resume=resume, data_format=data_format,
@@ -164,24 +246,35 @@ def retrain(
     out: Annotated[Path, typer.Option("--out", help="output folder (best.pt, final.pt, metrics.json)")],
     genotype: Annotated[Path | None, typer.Option("--genotype", help="genotype JSON to train")] = None,
     arch: Annotated[str | None, typer.Option("--arch", help="baseline instead: unet or unetpp")] = None,
-    epochs: Annotated[int | None, typer.Option()] = None,
-    image_size: Annotated[int | None, typer.Option("--image-size")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
-    lr: Annotated[float | None, typer.Option()] = None,
-    optimizer: Annotated[str | None, typer.Option("--optimizer", help="adam, adamw or sgd")] = None,
-    seed: Annotated[int | None, typer.Option()] = None,
-    val_fraction: Annotated[float | None, typer.Option("--val-fraction")] = None,
-    steps_per_epoch: Annotated[int | None, typer.Option("--steps-per-epoch")] = None,
-    device: Annotated[str | None, typer.Option()] = None,
+    epochs: Annotated[int | None, typer.Option(show_default=retrain_default("epochs"))] = None,
+    image_size: ImageSizeOpt = None,
+    batch_size: Annotated[int | None, typer.Option(
+        "--batch-size", show_default=retrain_default("batch_size"))] = None,
+    lr: Annotated[float | None, typer.Option(help="learning rate",
+                                             show_default=retrain_default("lr"))] = None,
+    optimizer: Annotated[str | None, typer.Option("--optimizer", help="adam, adamw or sgd",
+                                                  show_default=retrain_default("optimizer"))] = None,
+    seed: Annotated[int | None, typer.Option(show_default=retrain_default("seed"))] = None,
+    val_fraction: Annotated[float | None, typer.Option(
+        "--val-fraction",
+        help="share of the cases that validate (without --val-cases, --fold or a splits_final.json)",
+        show_default=retrain_default("val_fraction"))] = None,
+    steps_per_epoch: StepsOpt = None,
+    device: Annotated[str | None, typer.Option(help=DEVICE_HELP,
+                                               show_default=retrain_default("device"))] = None,
     channels: Annotated[int | None, typer.Option(
-        "--channels", help="width C of the genotype at retrain (default: the genotype's own)")] = None,
+        "--channels", help="width C of the genotype at retrain",
+        show_default=retrain_default("channels", "the genotype's own"))] = None,
     time_budget_minutes: BudgetOpt = None,
     val_cases: ValCasesOpt = None,
+    fold: FoldOpt = None,
     test_cases: TestCasesOpt = None,
-    augmentation: AugmentOpt = None,
-    deep_supervision: DeepOpt = None,
+    augmentation: Annotated[str | None, typer.Option(
+        "--augmentation", help=AUGMENT_HELP, show_default=retrain_default("augmentation"))] = None,
+    deep_supervision: Annotated[bool | None, typer.Option(
+        DEEP_FLAGS, help=DEEP_HELP, show_default=retrain_default("deep_supervision"))] = None,
     data_format: FormatOpt = None,
-    resume: Annotated[bool, typer.Option("--resume")] = False,
+    resume: ResumeOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Train a genotype (or a baseline) from scratch; writes the checkpoints and metrics.json."""
@@ -198,7 +291,7 @@ def retrain(
     spec = {"genotype": Genotype.load(genotype).to_dict()} if genotype else {"baseline": arch}
     options = dict(epochs=epochs, image_size=image_size, batch_size=batch_size, lr=lr, seed=seed, optimizer=optimizer,
                    val_fraction=val_fraction, steps_per_epoch=steps_per_epoch, device=device, channels=channels,
-                   time_budget_minutes=time_budget_minutes, val_cases=_cases(val_cases),
+                   time_budget_minutes=time_budget_minutes, val_cases=_val_cases(data, val_cases, fold),
                    test_cases=_cases(test_cases), augmentation=augmentation, deep_supervision=deep_supervision)
     config = RetrainConfig.from_dict({k: v for k, v in options.items() if v is not None})
     _require_dir(data)

@@ -16,7 +16,15 @@ from typing import Annotated, Any, Literal
 import typer
 
 from cli import plots
-from cli.local import FORMAT_HELP, check_format
+from cli.local import (
+    FORMAT_DEFAULT,
+    FORMAT_HELP,
+    ImageSizeOpt,
+    StepsOpt,
+    check_format,
+    retrain_default,
+    search_default,
+)
 from cli.remote_errors import err_console, remote_errors
 from cli.remote_output import (
     DownloadBar,
@@ -47,6 +55,9 @@ ConfigFileOpt = Annotated[Path | None, typer.Option("--config", help="JSON file 
 IdemOpt = Annotated[str | None, typer.Option("--idempotency-key", help="resubmitting with it returns the same job")]
 WatchOpt = Annotated[bool, typer.Option("--watch", help="then follow the job like `jobs watch`")]
 PollOpt = Annotated[float, typer.Option("--interval", min=0.1, help="seconds between polls")]
+RemoteFormatOpt = Annotated[str | None, typer.Option("--format", help=FORMAT_HELP, callback=check_format,
+                                                     show_default=f"{FORMAT_DEFAULT} by the server")]
+DEVICE_HELP = "auto, cpu, cuda, cuda:N"
 
 datasets_app = typer.Typer(help="Datasets on the server: register, upload, list, show.", no_args_is_help=True)
 submit_app = typer.Typer(help="Submit a search or a retrain job.", no_args_is_help=True)
@@ -74,7 +85,7 @@ def _show(obj: Any, as_json: bool, render: Callable[[Any], Any]) -> None:
 def datasets_add(
     name: Annotated[str, typer.Argument(help="a name unique among your datasets")],
     path: Annotated[str, typer.Argument(help="folder on the SERVER, under one of its data roots")],
-    data_format: Annotated[str | None, typer.Option("--format", help=FORMAT_HELP, callback=check_format)] = None,
+    data_format: RemoteFormatOpt = None,
     url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Register a dataset already on the server (verified file by file first)."""
@@ -88,7 +99,7 @@ def datasets_add(
 def datasets_upload(
     name: Annotated[str, typer.Argument(help="a name unique among your datasets")],
     archive: Annotated[Path, typer.Argument(help="a .zip, .tar or .tar.gz of the dataset folder")],
-    data_format: Annotated[str | None, typer.Option("--format", help=FORMAT_HELP, callback=check_format)] = None,
+    data_format: RemoteFormatOpt = None,
     url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Upload a dataset archive; the server unpacks and verifies it."""
@@ -146,18 +157,26 @@ def _submitted(client: Client, job: dict[str, Any], as_json: bool, watch: bool, 
 @remote_errors
 def submit_search(
     dataset: DatasetOpt,
-    epochs: Annotated[int | None, typer.Option()] = None,
-    warmup_epochs: Annotated[int | None, typer.Option("--warmup-epochs")] = None,
-    image_size: Annotated[int | None, typer.Option("--image-size")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
-    channels: Annotated[int | None, typer.Option("--channels", help="C, the base width")] = None,
-    nodes: Annotated[int | None, typer.Option("--nodes", help="intermediate nodes per cell")] = None,
-    depth: Annotated[int | None, typer.Option("--depth", help="down/up levels")] = None,
-    k: Annotated[int | None, typer.Option("--k", help="PC-DARTS partial channel 1/K")] = None,
-    seed: Annotated[int | None, typer.Option()] = None,
-    steps_per_epoch: Annotated[int | None, typer.Option("--steps-per-epoch")] = None,
-    device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:N")] = None,
-    amp: Annotated[bool | None, typer.Option("--amp/--no-amp")] = None,
+    epochs: Annotated[int | None, typer.Option(show_default=search_default("epochs"))] = None,
+    warmup_epochs: Annotated[int | None, typer.Option(
+        "--warmup-epochs", show_default=search_default("warmup_epochs"))] = None,
+    image_size: ImageSizeOpt = None,
+    batch_size: Annotated[int | None, typer.Option(
+        "--batch-size", show_default=search_default("batch_size"))] = None,
+    channels: Annotated[int | None, typer.Option("--channels", help="C, the base width",
+                                                 show_default=search_default("channels"))] = None,
+    nodes: Annotated[int | None, typer.Option("--nodes", help="intermediate nodes per cell",
+                                              show_default=search_default("nodes"))] = None,
+    depth: Annotated[int | None, typer.Option("--depth", help="down/up levels",
+                                              show_default=search_default("depth"))] = None,
+    k: Annotated[int | None, typer.Option("--k", help="PC-DARTS partial channel 1/K",
+                                          show_default=search_default("k"))] = None,
+    seed: Annotated[int | None, typer.Option(show_default=search_default("seed"))] = None,
+    steps_per_epoch: StepsOpt = None,
+    device: Annotated[str | None, typer.Option("--device", help=DEVICE_HELP,
+                                               show_default=search_default("device"))] = None,
+    amp: Annotated[bool | None, typer.Option("--amp/--no-amp", help="mixed precision on a GPU",
+                                             show_default=search_default("amp"))] = None,
     config_file: ConfigFileOpt = None, idempotency_key: IdemOpt = None, watch: WatchOpt = False,
     interval: PollOpt = 2.0, url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None, as_json: JsonOpt = False,
 ) -> None:
@@ -175,15 +194,19 @@ def submit_retrain(
     dataset: DatasetOpt,
     genotype_id: Annotated[str | None, typer.Option("--genotype-id", help="one of your genotypes")] = None,
     search_job: Annotated[str | None, typer.Option("--search-job", help="a succeeded search: its genotype")] = None,
-    baseline: Annotated[Literal["unet", "unetpp"] | None, typer.Option("--baseline")] = None,
-    epochs: Annotated[int | None, typer.Option()] = None,
-    image_size: Annotated[int | None, typer.Option("--image-size")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
-    lr: Annotated[float | None, typer.Option("--lr")] = None,
-    seed: Annotated[int | None, typer.Option()] = None,
-    steps_per_epoch: Annotated[int | None, typer.Option("--steps-per-epoch")] = None,
-    device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:N")] = None,
-    amp: Annotated[bool | None, typer.Option("--amp/--no-amp")] = None,
+    baseline: Annotated[Literal["unet", "unetpp"] | None, typer.Option("--baseline", help="a baseline")] = None,
+    epochs: Annotated[int | None, typer.Option(show_default=retrain_default("epochs"))] = None,
+    image_size: ImageSizeOpt = None,
+    batch_size: Annotated[int | None, typer.Option(
+        "--batch-size", show_default=retrain_default("batch_size"))] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="learning rate",
+                                             show_default=retrain_default("lr"))] = None,
+    seed: Annotated[int | None, typer.Option(show_default=retrain_default("seed"))] = None,
+    steps_per_epoch: StepsOpt = None,
+    device: Annotated[str | None, typer.Option("--device", help=DEVICE_HELP,
+                                               show_default=retrain_default("device"))] = None,
+    amp: Annotated[bool | None, typer.Option("--amp/--no-amp", help="mixed precision on a GPU",
+                                             show_default=retrain_default("amp"))] = None,
     config_file: ConfigFileOpt = None, idempotency_key: IdemOpt = None, watch: WatchOpt = False,
     interval: PollOpt = 2.0, url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None, as_json: JsonOpt = False,
 ) -> None:
@@ -205,10 +228,12 @@ def submit_retrain(
 @jobs_app.command("list")
 @remote_errors
 def jobs_list(
-    kind: Annotated[Literal["search", "retrain"] | None, typer.Option("--kind")] = None,
+    kind: Annotated[Literal["search", "retrain"] | None, typer.Option("--kind", show_default="both")] = None,
     status: Annotated[list[str] | None, typer.Option("--status", help="queued, running, succeeded, failed, "
-                                                                      "cancelled; repeat for several")] = None,
-    limit: Annotated[int | None, typer.Option("--limit", min=1, help="only the N newest")] = None,
+                                                                      "cancelled; repeat for several",
+                                                     show_default="any")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="only the N newest",
+                                              show_default="all")] = None,
     url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Your jobs, newest first."""
@@ -271,7 +296,8 @@ def jobs_watch(job_id: Annotated[str, typer.Argument(metavar="ID")], interval: P
 @remote_errors
 def jobs_logs(job_id: Annotated[str, typer.Argument(metavar="ID")],
               follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing until the job ends")] = False,
-              tail: Annotated[int | None, typer.Option("--tail", min=1, help="only the last N lines")] = None,
+              tail: Annotated[int | None, typer.Option("--tail", min=1, help="only the last N lines",
+                                                       show_default="every line")] = None,
               url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None) -> None:
     """Print a job's log lines (also while it runs); --follow keeps printing until it ends."""
     with _client(url, api_key) as client:

@@ -2,17 +2,31 @@
 
 Torch-free on purpose: the API plans the same split as the worker to refuse a retrain
 whose validation or test cases helped a search choose its architecture.
+
+nnU-Net's ``splits_final.json`` (a list of folds ``{"train": [...], "val": [...]}``) is honoured
+when the dataset folder holds one (or ``$nnUNet_preprocessed/<dataset folder name>`` does, where
+nnU-Net writes it): unless a config names its ``val_cases`` (or sets ``val_fraction`` to 0),
+fold 0's validation cases are the validation cases, so results compare with nnU-Net's fold 0.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from nas_core.data.errors import DatasetError
 from nas_core.data.spec import DatasetSpec
+
+log = logging.getLogger(__name__)
+
+SPLITS_FILE = "splits_final.json"
+PREPROCESSED_ENV = "nnUNet_preprocessed"
 
 
 def split_cases(
@@ -90,11 +104,60 @@ def plan_split(case_ids: Sequence[str], dataset_test_ids: Sequence[str] = (), *,
     return Split(tuple(train), tuple(val), tuple(test))
 
 
+def splits_file(root: Path | str) -> Path | None:
+    """The ``splits_final.json`` that belongs to the dataset at ``root``, if any: in the folder
+    itself, else in ``$nnUNet_preprocessed/<folder name>``."""
+    root = Path(root)
+    candidates = [root / SPLITS_FILE]
+    if os.environ.get(PREPROCESSED_ENV):
+        candidates.append(Path(os.environ[PREPROCESSED_ENV]).expanduser() / root.name / SPLITS_FILE)
+    return next((p for p in candidates if p.is_file()), None)
+
+
+def fold_val_cases(root: Path | str, fold: int = 0) -> list[str] | None:
+    """The validation cases of ``fold`` in the dataset's ``splits_final.json``; None without one."""
+    path = splits_file(root)
+    if path is None:
+        return None
+    try:
+        folds = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"cannot read {path}: {exc}; fix or remove it", path) from None
+    if not isinstance(folds, list) or not all(isinstance(f, dict) and isinstance(f.get("val"), list)
+                                              for f in folds):
+        raise DatasetError(f'{path} must be nnU-Net\'s list of folds [{{"train": [...], "val": [...]}}, ...]',
+                           path)
+    if not 0 <= fold < len(folds):
+        raise DatasetError(f"{path} has {len(folds)} fold(s) (0 to {len(folds) - 1}); "
+                           f"there is no fold {fold}", path)
+    return [str(c) for c in folds[fold]["val"]]
+
+
+def _default_val_cases(spec: DatasetSpec, config: Any) -> list[str] | None:
+    """The config's val_cases, else fold 0's of a splits_final.json (val_fraction 0: none wanted)."""
+    if config.val_cases is not None:
+        return list(config.val_cases)
+    val = fold_val_cases(spec.root) if config.val_fraction > 0 else None
+    if val is None:
+        return None
+    known = {c.case_id for c in spec.cases}
+    unknown = sorted(set(val) - known)
+    if unknown:
+        raise DatasetError(f"{splits_file(spec.root)} names validation case(s) {unknown[:5]} that the "
+                           "dataset does not have; regenerate it for this dataset or pass val_cases",
+                           spec.root)
+    # a test case stays a test case
+    taken = set(config.test_cases or ()) | {c.case_id for c in spec.test_cases}
+    log.info("validation cases: fold 0 of %s", splits_file(spec.root))
+    return [c for c in val if c not in taken]
+
+
 def split_for(spec: DatasetSpec, config: Any) -> Split:
-    """The split a job's config (seed, val_fraction, val_cases, test_cases) asks for on a dataset."""
+    """The split a job's config (seed, val_fraction, val_cases, test_cases) asks for on a dataset;
+    without val_cases, fold 0 of the dataset's ``splits_final.json`` when it has one."""
     return plan_split([c.case_id for c in spec.cases], [c.case_id for c in spec.test_cases],
-                      val_fraction=config.val_fraction, seed=config.seed, val_cases=config.val_cases,
-                      test_cases=config.test_cases)
+                      val_fraction=config.val_fraction, seed=config.seed,
+                      val_cases=_default_val_cases(spec, config), test_cases=config.test_cases)
 
 
 def leaked_cases(search_cases: Iterable[str], split: Split) -> list[str]:

@@ -14,7 +14,7 @@ from nas_core.data.errors import DatasetError
 from nas_core.data.readers.base import Reader, modality_from_names
 from nas_core.data.readers.chaos_ct import ChaosCTReader
 from nas_core.data.readers.folder2d import Folder2DReader
-from nas_core.data.readers.nnunet import NnUNetReader
+from nas_core.data.readers.nnunet import NnUNetReader, resolve_dataset_path
 from nas_core.data.readers.promise12 import Promise12Reader
 from nas_core.data.spec import DatasetSpec
 
@@ -78,4 +78,5 @@ def open_dataset(root: Path | str, format: str | None = None, **options: Any) ->
     return spec
 
 
-__all__ = ["REGISTRY", "Reader", "detect_format", "get_reader", "modality_from_names", "open_dataset"]
+__all__ = ["REGISTRY", "Reader", "detect_format", "get_reader", "modality_from_names", "open_dataset",
+           "resolve_dataset_path"]
