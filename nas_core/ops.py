@@ -1,35 +1,23 @@
-"""The op registry: every candidate operation of the Thrifty NAS space, by family.
+"""The op registry: the PyTorch module of every candidate operation of the Thrifty NAS space.
 
-A search space is data: genotypes name ops by their key in one of the three
-families below, and every network (supernet or derived) builds its ops through
-`build_op`. Each family fixes how an edge resamples:
-
-* ``dn``   - stride-2 edges of DN cells (halve H and W),
-* ``up``   - upsampling edges of UP cells (double H and W),
-* ``node`` - stride-1 edges (node to node, and the same-resolution input of UP cells).
-
-Every factory takes ``(C, affine)`` and returns a module mapping ``[B, C, H, W]`` to
-``[B, C, H', W']`` with H' given by the family's resampling.
+A search space is data: genotypes name ops by their key in one of the families of
+`nas_core.space` (the names and their order live there, without PyTorch), and every
+network (supernet or derived) builds its ops through `build_op`. Every factory takes
+``(C, affine)`` and returns a module mapping ``[B, C, H, W]`` to ``[B, C, H', W']`` with
+H' given by the family's resampling.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from enum import StrEnum
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nas_core.space import OP_NAMES, POOLING_OPS, Family, UnknownOp, op_names
 
-class Family(StrEnum):
-    DN = "dn"
-    UP = "up"
-    NODE = "node"
-
-
-class UnknownOp(ValueError):
-    """A genotype or config names an op that its edge family does not have."""
+__all__ = ["OPS", "POOLING_OPS", "Family", "UnknownOp", "build_op", "op_names"]
 
 
 class ReLUConvBN(nn.Sequential):
@@ -120,10 +108,7 @@ class UpConv(nn.Sequential):
 
 OpFactory = Callable[[int, bool], nn.Module]
 
-#: Pooling ops; a MixedOp follows them with a non-affine BN (PC-DARTS).
-POOLING_OPS = frozenset({"max_pool", "avg_pool", "max_pool_3x3", "avg_pool_3x3"})
-
-OPS: dict[Family, dict[str, OpFactory]] = {
+_FACTORIES: dict[Family, dict[str, OpFactory]] = {
     Family.DN: {
         "none": lambda c, affine: Zero(0.5),
         "max_pool": lambda c, affine: nn.MaxPool2d(3, stride=2, padding=1),
@@ -150,11 +135,11 @@ OPS: dict[Family, dict[str, OpFactory]] = {
         "dil_conv_3x3": lambda c, affine: DilConv(c, c, 3, 1, 2, 2, affine),
     },
 }
+if any(set(_FACTORIES[f]) != set(OP_NAMES[f]) for f in Family):
+    raise ImportError("nas_core.ops builds other ops than nas_core.space.OP_NAMES names")
 
-
-def op_names(family: Family) -> list[str]:
-    """The candidate ops of a family, in the order of the alpha columns."""
-    return list(OPS[family])
+#: Every family's op factories, keyed and ordered as `nas_core.space.OP_NAMES` (the alpha columns).
+OPS: dict[Family, dict[str, OpFactory]] = {f: {n: _FACTORIES[f][n] for n in OP_NAMES[f]} for f in Family}
 
 
 def build_op(family: Family, name: str, channels: int, affine: bool = True) -> nn.Module:

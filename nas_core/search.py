@@ -24,7 +24,8 @@ import torch
 from nas_core.callbacks import Callbacks, EpochRecord, StepEvent
 from nas_core.checkpoint import check_resumable, load_checkpoint, save_checkpoint
 from nas_core.config import SearchConfig
-from nas_core.genotype import Genotype, fit_params
+from nas_core.derive import fit_params
+from nas_core.genotype import Genotype
 from nas_core.io import atomic_write_text
 from nas_core.latency import LatencyLoss, expected_latency, latency_table, measure_network_ms
 from nas_core.loop import BatchStream, check_stop, checked, evaluate, mean_dsc

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas_core.genotype import Genotype, derive
+from nas_core.derive import derive
+from nas_core.genotype import Genotype
 from nas_core.grid import Fuse, GridNetwork, preprocess_in0
 from nas_core.mixed import MixedOp
 from nas_core.ops import ReLUConvBN, op_names

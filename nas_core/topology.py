@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from nas_core.ops import Family, op_names
+from nas_core.space import Family, op_names
 
 
 class CellType(StrEnum):

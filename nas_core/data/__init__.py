@@ -4,54 +4,46 @@ A plain numpy/PyTorch library (no service imports). ``open_dataset`` recognises
 nnU-Net v2 / MSD, PROMISE12, CHAOS CT and 2D image/mask folders;
 ``verify_dataset`` reports every bad file; ``SliceDataset`` serves normalised 2D
 slices for training; ``write_prediction`` writes masks in the input's format.
+
+The names below load on first use (PEP 562), so ``nas_core.data.errors``, ``.spec``,
+``.splits`` and ``.formats`` import without PyTorch or an image library.
 """
 
-from nas_core.data.augment import Augment
-from nas_core.data.checks import Issue
-from nas_core.data.dataset import SliceDataset
-from nas_core.data.errors import DatasetError
-from nas_core.data.frame import Frame, Placement
-from nas_core.data.phantom import make_phantom_dataset
-from nas_core.data.preprocess import (
-    ABDOMEN_WINDOW,
-    Normalisation,
-    normalisation_for,
-    normalise,
-    prepare_case,
-    resize_labels,
-)
-from nas_core.data.readers import REGISTRY, detect_format, get_reader, open_dataset
-from nas_core.data.spec import Case, DatasetSpec, LoadedCase
-from nas_core.data.splits import halve, split_cases
-from nas_core.data.verify import VerificationReport, require_valid, verify_dataset
-from nas_core.data.write import load_image_for_inference, write_prediction
+from __future__ import annotations
 
-__all__ = [
-    "ABDOMEN_WINDOW",
-    "REGISTRY",
-    "Augment",
-    "Case",
-    "DatasetError",
-    "DatasetSpec",
-    "Frame",
-    "Issue",
-    "LoadedCase",
-    "Normalisation",
-    "Placement",
-    "SliceDataset",
-    "VerificationReport",
-    "detect_format",
-    "get_reader",
-    "halve",
-    "load_image_for_inference",
-    "make_phantom_dataset",
-    "normalisation_for",
-    "normalise",
-    "open_dataset",
-    "prepare_case",
-    "require_valid",
-    "resize_labels",
-    "split_cases",
-    "verify_dataset",
-    "write_prediction",
-]
+from nas_core.lazy import lazy_exports
+
+# Every exported name and the submodule that defines it.
+_EXPORTS = {
+    "ABDOMEN_WINDOW": "preprocess",
+    "REGISTRY": "readers",
+    "Augment": "augment",
+    "Case": "spec",
+    "DatasetError": "errors",
+    "DatasetSpec": "spec",
+    "Frame": "frame",
+    "Issue": "checks",
+    "LoadedCase": "spec",
+    "Normalisation": "preprocess",
+    "Placement": "frame",
+    "SliceDataset": "dataset",
+    "VerificationReport": "verify",
+    "detect_format": "readers",
+    "get_reader": "readers",
+    "halve": "splits",
+    "load_image_for_inference": "write",
+    "make_phantom_dataset": "phantom",
+    "normalisation_for": "preprocess",
+    "normalise": "preprocess",
+    "open_dataset": "readers",
+    "prepare_case": "preprocess",
+    "require_valid": "verify",
+    "resize_labels": "preprocess",
+    "split_cases": "splits",
+    "verify_dataset": "verify",
+    "write_prediction": "write",
+}
+
+__all__ = list(_EXPORTS)
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -9,16 +9,24 @@ Every renderer returns PNG or SVG bytes of a fixed, documented pixel size:
 
 ``synthetic=True`` puts a SYNTHETIC data tag in the title. matplotlib draws on its Agg
 canvas without pyplot; nothing here touches a database, a web framework or a queue.
+The names load on first use (PEP 562): `nas_core.viz.formats` (image formats, the grid's
+depth limit) imports without matplotlib.
 """
 
-from nas_core.viz.cell import CELL_SIZE, render_cell_diagram
-from nas_core.viz.curves import CURVES_SIZE, curve_names, render_curves
-from nas_core.viz.figure import DPI, MEDIA_TYPES, ImageFormat
-from nas_core.viz.grid import GRID_SIZE, MAX_DEPTH, grid_cells, grid_links, render_macro_grid
-from nas_core.viz.heatmap import HeatmapRow, heatmap_rows, heatmap_size, render_alpha_heatmap
+from __future__ import annotations
 
-__all__ = [
-    "CELL_SIZE", "CURVES_SIZE", "DPI", "GRID_SIZE", "MAX_DEPTH", "MEDIA_TYPES", "HeatmapRow", "ImageFormat",
-    "curve_names", "grid_cells", "grid_links", "heatmap_rows", "heatmap_size", "render_alpha_heatmap",
-    "render_cell_diagram", "render_curves", "render_macro_grid",
-]
+from nas_core.lazy import lazy_exports
+
+# Every exported name and the submodule that defines it.
+_EXPORTS = {
+    "CELL_SIZE": "cell", "render_cell_diagram": "cell",
+    "CURVES_SIZE": "curves", "curve_names": "curves", "render_curves": "curves",
+    "DPI": "figure",
+    "MEDIA_TYPES": "formats", "ImageFormat": "formats", "MAX_DEPTH": "formats",
+    "GRID_SIZE": "grid", "grid_cells": "grid", "grid_links": "grid", "render_macro_grid": "grid",
+    "HeatmapRow": "heatmap", "heatmap_rows": "heatmap", "heatmap_size": "heatmap", "render_alpha_heatmap": "heatmap",
+}
+
+__all__ = sorted(_EXPORTS)
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -15,12 +15,13 @@ import functools
 import io
 import threading
 from collections.abc import Callable
-from enum import StrEnum
 from typing import ParamSpec, TypeVar
 
 import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from nas_core.viz.formats import ImageFormat, image_format
 
 #: Pixels per inch of every figure; a figure of ``(w, h)`` pixels has figsize ``(w / DPI, h / DPI)``.
 DPI = 100
@@ -29,26 +30,6 @@ SYNTHETIC_TAG = "SYNTHETIC data"
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-class ImageFormat(StrEnum):
-    PNG = "png"
-    SVG = "svg"
-
-    @property
-    def media_type(self) -> str:
-        return MEDIA_TYPES[self]
-
-
-MEDIA_TYPES = {ImageFormat.PNG: "image/png", ImageFormat.SVG: "image/svg+xml"}
-
-
-def image_format(fmt: str) -> ImageFormat:
-    try:
-        return ImageFormat(fmt)
-    except ValueError:
-        raise ValueError(f"image format {fmt!r} is not supported; use one of "
-                         f"{[f.value for f in ImageFormat]}") from None
 
 
 def new_figure(width_px: int, height_px: int) -> Figure:

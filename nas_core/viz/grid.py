@@ -18,9 +18,9 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 from nas_core.topology import dn_input_levels, dn_levels, up_positions
 from nas_core.viz.figure import new_figure, serialised, title, to_bytes
+from nas_core.viz.formats import MAX_DEPTH
 
 GRID_SIZE = (1000, 800)
-MAX_DEPTH = 8
 DX, DY = 2.4, 1.8  # data units between columns / levels
 BOX_W, BOX_H = 1.6, 0.8
 LINK_STYLE = {  # kind -> (colour, linestyle, legend)

@@ -17,7 +17,8 @@ from typing import Any
 
 import torch
 
-from nas_core.genotype import EDGES_PER_NODE, derive_cell, edge_weights
+from nas_core.derive import derive_cell, edge_weights
+from nas_core.genotype import EDGES_PER_NODE
 from nas_core.ops import op_names
 from nas_core.topology import CellType, Edge, cell_edges
 

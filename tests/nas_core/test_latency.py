@@ -9,7 +9,8 @@ import torch
 
 from nas_core.config import SearchConfig
 from nas_core.data import make_phantom_dataset
-from nas_core.genotype import Genotype, InvalidGenotype, derive, fit_params
+from nas_core.derive import derive, fit_params
+from nas_core.genotype import Genotype, InvalidGenotype
 from nas_core.latency import LatencyLoss, cost_matrices, expected_latency, latency_table
 from nas_core.models import build_model, count_parameters
 from nas_core.ops import Family, op_names

@@ -5,11 +5,13 @@ import random
 import pytest
 import torch
 
+from nas_core.derive import derive, edge_weights
 from nas_core.fixed import ThriftyNet
-from nas_core.genotype import Genotype, InvalidGenotype, derive, edge_weights
+from nas_core.genotype import Genotype, InvalidGenotype
 from nas_core.mixed import MixedOp, channel_shuffle
 from nas_core.models import default_genotype
 from nas_core.ops import OPS, Family, UnknownOp, build_op, op_names
+from nas_core.space import OP_NAMES, POOLING_OPS
 from nas_core.supernet import SearchNetwork
 from nas_core.topology import CellType, cell_edges, edge_family
 
@@ -39,6 +41,12 @@ def test_every_op_resamples_as_its_family_says(family, scale, channels):
     for name in op_names(family):
         y = build_op(family, name, channels)(x)
         assert y.shape == (2, channels, int(8 * scale), int(8 * scale)), name
+
+
+def test_op_registry_follows_the_torch_free_names_in_their_order():
+    assert {f: tuple(OPS[f]) for f in Family} == OP_NAMES  # the order is the order of the alpha columns
+    assert all(op_names(f) == list(OP_NAMES[f]) for f in Family)
+    assert POOLING_OPS <= {n for f in Family for n in OP_NAMES[f]}
 
 
 def test_unknown_op_names_family_and_known_ops():
@@ -222,7 +230,7 @@ def test_edge_scale_folded_into_mixed_op_equals_scaling_its_output(family, k):
 
 @pytest.mark.parametrize("cell_type", list(CellType))
 def test_uniform_architecture_weights_prefer_no_op_family(cell_type):
-    from nas_core.genotype import edge_score
+    from nas_core.derive import edge_score
 
     nodes = 3
     edges = cell_edges(cell_type, nodes)

@@ -12,7 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from nas_core.genotype import InvalidGenotype, derive_cell
+from nas_core.derive import derive_cell
+from nas_core.genotype import InvalidGenotype
 from nas_core.models import default_genotype
 from nas_core.ops import op_names
 from nas_core.topology import CellType, cell_edges, num_alpha_columns

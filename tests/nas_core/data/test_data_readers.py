@@ -8,11 +8,16 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from nas_core.data import DatasetError, DatasetSpec, detect_format, get_reader, open_dataset
+from nas_core.data import REGISTRY, DatasetError, DatasetSpec, detect_format, get_reader, open_dataset
+from nas_core.data.formats import FORMATS
 
 
 def _load(spec, case_id):
     return get_reader(spec.format).load(spec, spec.case(case_id))
+
+
+def test_format_names_without_decoders_are_the_registry_in_detection_order():
+    assert FORMATS == tuple(REGISTRY)
 
 
 def test_nnunet_two_channels_scanned_and_loaded_exactly(files):
