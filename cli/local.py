@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -26,12 +26,33 @@ def config_default(config: type, name: str, none: str = "none") -> str:
     return ("on" if value else "off") if isinstance(value, bool) else str(value)
 
 
-def search_default(name: str, none: str = "none") -> str:
-    return config_default(SearchConfig, name, none)
+def _config_opt(config: type, name: str, kind: type, decls: tuple[str, ...], help: str | None,
+                none: str) -> Any:
+    """An optional override of config field ``name`` (None: the config decides) whose --help shows
+    the config's default."""
+    shown = config_default(config, name, none)
+    return Annotated[kind | None, typer.Option(*decls, help=help, show_default=shown)]
 
 
-def retrain_default(name: str, none: str = "none") -> str:
-    return config_default(RetrainConfig, name, none)
+def search_opt(name: str, kind: type = int, *decls: str, help: str | None = None, none: str = "none") -> Any:
+    """A search option of type ``kind`` (see :func:`_config_opt`); ``decls``: flags, if not the name's."""
+    return _config_opt(SearchConfig, name, kind, decls, help, none)
+
+
+def retrain_opt(name: str, kind: type = int, *decls: str, help: str | None = None, none: str = "none") -> Any:
+    """A retrain option of type ``kind`` (see :func:`_config_opt`); ``decls``: flags, if not the name's."""
+    return _config_opt(RetrainConfig, name, kind, decls, help, none)
+
+
+# The search's own options, shared by `search` and `submit search`.
+SearchEpochsOpt = search_opt("epochs")
+SearchWarmupOpt = search_opt("warmup_epochs", help="epochs that train the weights only")
+SearchBatchOpt = search_opt("batch_size")
+SearchChannelsOpt = search_opt("channels", help="cell width C")
+SearchNodesOpt = search_opt("nodes", help="intermediate nodes per cell")
+SearchDepthOpt = search_opt("depth", help="down/up levels")
+SearchKOpt = search_opt("k", help="PC-DARTS partial-channel factor K (1/K of the channels)")
+SearchSeedOpt = search_opt("seed")
 
 
 def resolve_data(value: Path | None) -> Path | None:
@@ -165,49 +186,35 @@ def _search_config(**kwargs: object):  # noqa: ANN202
 def search(
     data: DataOpt,
     out: Annotated[Path, typer.Option("--out", help="output folder (checkpoints, genotype.json, alphas.jsonl)")],
-    epochs: Annotated[int | None, typer.Option(show_default=search_default("epochs"))] = None,
-    warmup_epochs: Annotated[int | None, typer.Option(
-        "--warmup-epochs", help="epochs that train the weights only",
-        show_default=search_default("warmup_epochs"))] = None,
+    epochs: SearchEpochsOpt = None,
+    warmup_epochs: SearchWarmupOpt = None,
     image_size: ImageSizeOpt = None,
-    batch_size: Annotated[int | None, typer.Option(
-        "--batch-size", show_default=search_default("batch_size"))] = None,
-    channels: Annotated[int | None, typer.Option("--channels", help="cell width C",
-                                                 show_default=search_default("channels"))] = None,
-    nodes: Annotated[int | None, typer.Option(help="intermediate nodes per cell",
-                                              show_default=search_default("nodes"))] = None,
-    depth: Annotated[int | None, typer.Option(help="down/up levels",
-                                              show_default=search_default("depth"))] = None,
-    k: Annotated[int | None, typer.Option("--k", help="partial-channel factor K",
-                                          show_default=search_default("k"))] = None,
-    seed: Annotated[int | None, typer.Option(show_default=search_default("seed"))] = None,
-    early_stop_patience: Annotated[int | None, typer.Option(
-        "--early-stop-patience", help="stop after this many evaluations without improvement",
-        show_default=search_default("early_stop_patience", "off"))] = None,
-    eval_every: Annotated[int | None, typer.Option(
-        "--eval-every", help="score the architecture half every N epochs (and at the end)",
-        show_default=search_default("eval_every"))] = None,
-    latency_weight: Annotated[float | None, typer.Option(
-        "--latency-weight", help="weight of the expected latency in the architecture loss (0: off)",
-        show_default=search_default("latency_weight"))] = None,
-    latency_target_ms: Annotated[float | None, typer.Option(
-        "--latency-target-ms", help="latency the term is relative to",
-        show_default=search_default("latency_target_ms", "uniform weights' latency"))] = None,
-    max_params: Annotated[int | None, typer.Option(
-        "--max-params", help="parameter budget the derived genotype must respect",
-        show_default=search_default("max_params", "no budget"))] = None,
+    batch_size: SearchBatchOpt = None,
+    channels: SearchChannelsOpt = None,
+    nodes: SearchNodesOpt = None,
+    depth: SearchDepthOpt = None,
+    k: SearchKOpt = None,
+    seed: SearchSeedOpt = None,
+    early_stop_patience: search_opt("early_stop_patience", none="off",
+                                    help="stop after this many evaluations without improvement") = None,
+    eval_every: search_opt("eval_every",
+                           help="score the architecture half every N epochs (and at the end)") = None,
+    latency_weight: search_opt("latency_weight", float,
+                               help="weight of the expected latency in the architecture loss (0: off)"
+                               ) = None,
+    latency_target_ms: search_opt("latency_target_ms", float, help="latency the term is relative to",
+                                  none="uniform weights' latency") = None,
+    max_params: search_opt("max_params", help="parameter budget the derived genotype must respect",
+                           none="no budget") = None,
     steps_per_epoch: StepsOpt = None,
-    device: Annotated[str | None, typer.Option(help=DEVICE_HELP,
-                                               show_default=search_default("device"))] = None,
+    device: search_opt("device", str, help=DEVICE_HELP) = None,
     time_budget_minutes: BudgetOpt = None,
     val_cases: ValCasesOpt = None,
     fold: FoldOpt = None,
     test_cases: TestCasesOpt = None,
-    augmentation: Annotated[str | None, typer.Option(
-        "--augmentation", help=f"of the weight half's batches: {AUGMENT_HELP}",
-        show_default=search_default("augmentation"))] = None,
-    deep_supervision: Annotated[bool | None, typer.Option(
-        DEEP_FLAGS, help=DEEP_HELP, show_default=search_default("deep_supervision"))] = None,
+    augmentation: search_opt("augmentation", str,
+                             help=f"of the weight half's batches: {AUGMENT_HELP}") = None,
+    deep_supervision: search_opt("deep_supervision", bool, DEEP_FLAGS, help=DEEP_HELP) = None,
     data_format: FormatOpt = None,
     resume: ResumeOpt = False,
     as_json: JsonOpt = False,
@@ -246,33 +253,24 @@ def retrain(
     out: Annotated[Path, typer.Option("--out", help="output folder (best.pt, final.pt, metrics.json)")],
     genotype: Annotated[Path | None, typer.Option("--genotype", help="genotype JSON to train")] = None,
     arch: Annotated[str | None, typer.Option("--arch", help="baseline instead: unet or unetpp")] = None,
-    epochs: Annotated[int | None, typer.Option(show_default=retrain_default("epochs"))] = None,
+    epochs: retrain_opt("epochs") = None,
     image_size: ImageSizeOpt = None,
-    batch_size: Annotated[int | None, typer.Option(
-        "--batch-size", show_default=retrain_default("batch_size"))] = None,
-    lr: Annotated[float | None, typer.Option(help="learning rate",
-                                             show_default=retrain_default("lr"))] = None,
-    optimizer: Annotated[str | None, typer.Option("--optimizer", help="adam, adamw or sgd",
-                                                  show_default=retrain_default("optimizer"))] = None,
-    seed: Annotated[int | None, typer.Option(show_default=retrain_default("seed"))] = None,
-    val_fraction: Annotated[float | None, typer.Option(
-        "--val-fraction",
-        help="share of the cases that validate (without --val-cases, --fold or a splits_final.json)",
-        show_default=retrain_default("val_fraction"))] = None,
+    batch_size: retrain_opt("batch_size") = None,
+    lr: retrain_opt("lr", float, help="learning rate") = None,
+    optimizer: retrain_opt("optimizer", str, help="adam, adamw or sgd") = None,
+    seed: retrain_opt("seed") = None,
+    val_fraction: retrain_opt("val_fraction", float, help="share of the cases that validate (without "
+                              "--val-cases, --fold or a splits_final.json)") = None,
     steps_per_epoch: StepsOpt = None,
-    device: Annotated[str | None, typer.Option(help=DEVICE_HELP,
-                                               show_default=retrain_default("device"))] = None,
-    channels: Annotated[int | None, typer.Option(
-        "--channels", help="width C of the genotype at retrain",
-        show_default=retrain_default("channels", "the genotype's own"))] = None,
+    device: retrain_opt("device", str, help=DEVICE_HELP) = None,
+    channels: retrain_opt("channels", help="width C of the genotype at retrain",
+                          none="the genotype's own") = None,
     time_budget_minutes: BudgetOpt = None,
     val_cases: ValCasesOpt = None,
     fold: FoldOpt = None,
     test_cases: TestCasesOpt = None,
-    augmentation: Annotated[str | None, typer.Option(
-        "--augmentation", help=AUGMENT_HELP, show_default=retrain_default("augmentation"))] = None,
-    deep_supervision: Annotated[bool | None, typer.Option(
-        DEEP_FLAGS, help=DEEP_HELP, show_default=retrain_default("deep_supervision"))] = None,
+    augmentation: retrain_opt("augmentation", str, help=AUGMENT_HELP) = None,
+    deep_supervision: retrain_opt("deep_supervision", bool, DEEP_FLAGS, help=DEEP_HELP) = None,
     data_format: FormatOpt = None,
     resume: ResumeOpt = False,
     as_json: JsonOpt = False,
