@@ -134,8 +134,8 @@ def bundle_metadata(state: dict[str, Any], torchscript_diff: float, onnx: Export
                        f"The network takes any height and width (it pads internally).{synthetic}",
         "authors": "Thrifty NAS (architecture search and training); see docs/README.md",
         "copyright": "The owner of the training data and of this model; Thrifty NAS claims none",
-        "data_source": f"{ds.get('name', '?')} ({ds.get('format', '?')} layout)"
-                       + (", SYNTHETIC phantom" if ds.get("synthetic") else ""),
+        "data_source": f"{ds.get('name', '?')} ({ds.get('format', '?')} layout"
+                       + ("; SYNTHETIC images, not patients)" if ds.get("synthetic") else ")"),
         "data_type": "itk",
         "image_classes": f"{len(channels)} channel(s) ({', '.join(channels) or '-'}), intensities "
                          f"normalised with {norm['scheme']} (configs/inference.json#preprocessing), 2D "
