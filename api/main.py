@@ -40,7 +40,7 @@ EXTRA_SCHEMAS = (DatasetRegister, DatasetUpload, ErrorResponse)
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: AppState = app.state.api
     await run_in_threadpool(state.start)
-    # Everything imported so far (torch included) lives for the whole process: move it out of
+    # Everything imported so far lives for the whole process: move it out of
     # the collector's reach, so full collections stop pausing requests (~150-250 ms measured).
     gc.collect()
     gc.freeze()

@@ -11,7 +11,7 @@ from pydantic.json_schema import SkipJsonSchema
 
 from api.deps import ID_PATTERN
 from api.services.configs import NO_NUL, RetrainConfigIn, SearchConfigIn, schema_rule
-from nas_core.data import REGISTRY
+from nas_core.data.formats import FORMATS as DATASET_FORMATS
 from store.models import ArtifactKind, CellType, DatasetStatus, JobKind, JobStatus, Split
 
 # A name: 1 to 200 characters, no control characters, at least one visible one (the class below lists
@@ -22,7 +22,7 @@ NAME_PATTERN = rf"^[^\x00-\x1f\x7f]*{_VISIBLE}[^\x00-\x1f\x7f]*$"
 NAME_RULE: dict[str, Any] = {"minLength": 1, "maxLength": 200, "pattern": NAME_PATTERN}
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NAME_PATTERN), AfterValidator(str.strip)]
 Id = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=ID_PATTERN)]  # as sent: no blanks
-FORMATS = sorted(REGISTRY)
+FORMATS = sorted(DATASET_FORMATS)
 
 
 class _In(BaseModel):

@@ -2,7 +2,7 @@
 
 Routes are thin: load the owned resource (404 for another user's), read its plain data,
 hand it to `nas_core.viz`. They are sync, so FastAPI runs them, and the CPU-bound
-rendering, in its threadpool. Pictures of unfinished jobs are ``Cache-Control: no-store``.
+rendering, in its threadpool. matplotlib loads on the first picture, not with the app. Pictures of unfinished jobs are ``Cache-Control: no-store``.
 """
 
 from __future__ import annotations
@@ -18,14 +18,7 @@ from api.errors import Conflict, NotFound, error_responses
 from api.routes import API_PREFIX
 from api.services.history import group_by_epoch
 from nas_core.config import SearchConfig
-from nas_core.viz import (
-    MAX_DEPTH,
-    ImageFormat,
-    render_alpha_heatmap,
-    render_cell_diagram,
-    render_curves,
-    render_macro_grid,
-)
+from nas_core.viz.formats import MAX_DEPTH, ImageFormat
 from store.datasets import get_dataset
 from store.history import latest_genotype, list_alpha_snapshots, list_epoch_metrics
 from store.jobs import get_job
@@ -78,6 +71,9 @@ def alpha_heatmap(job: OwnedJob, fmt: ImageFormat, session: SessionDep) -> Respo
     if not rows:
         raise NotFound(f"search job {job.id!r} has no architecture weights yet (status {job.status}); "
                        "they are recorded after every epoch", code="alphas_not_ready")
+    # The remaining ML work in the web tier (matplotlib): pictures are to be rendered by the workers.
+    from nas_core.viz import render_alpha_heatmap
+
     nodes = int(job.config.get("nodes", SearchConfig.nodes))
     data = render_alpha_heatmap(group_by_epoch(rows), nodes, fmt, synthetic=_synthetic(session, job.dataset_id))
     return _image(data, fmt, _job_cache(job))
@@ -90,6 +86,9 @@ def learning_curves(job: OwnedJob, fmt: ImageFormat, session: SessionDep) -> Res
     if not rows:
         raise NotFound(f"job {job.id!r} has no epoch metrics yet (status {job.status}); "
                        "they are recorded after every epoch", code="metrics_not_ready")
+    # The remaining ML work in the web tier (matplotlib): pictures are to be rendered by the workers.
+    from nas_core.viz import render_curves
+
     metrics = [{"epoch": r.epoch, "split": r.split, "metrics": r.metrics} for r in rows]
     data = render_curves(metrics, fmt, synthetic=_synthetic(session, job.dataset_id))
     return _image(data, fmt, _job_cache(job))
@@ -110,6 +109,9 @@ def job_genotype_diagram(job: OwnedJob, fmt: ImageFormat, session: SessionDep) -
             baseline = (job.architecture or {}).get("baseline")
             raise Conflict(f"retrain job {job.id!r} trains the baseline {baseline!r}, not a searched genotype: "
                            "there is no cell to draw", code="no_genotype")
+    # The remaining ML work in the web tier (matplotlib): pictures are to be rendered by the workers.
+    from nas_core.viz import render_cell_diagram
+
     data = render_cell_diagram(genotype, fmt, synthetic=_synthetic(session, job.dataset_id))
     return _image(data, fmt, _job_cache(job))
 
@@ -117,6 +119,9 @@ def job_genotype_diagram(job: OwnedJob, fmt: ImageFormat, session: SessionDep) -
 @router.get("/genotypes/{genotype_id}/diagram.{fmt}", response_class=Response, responses=_responses(404))
 def genotype_diagram(genotype: OwnedGenotype, fmt: ImageFormat, session: SessionDep) -> Response:
     """The DN and UP cells of a stored genotype."""
+    # The remaining ML work in the web tier (matplotlib): pictures are to be rendered by the workers.
+    from nas_core.viz import render_cell_diagram
+
     job = get_job(session, genotype.job_id) if genotype.job_id else None
     data = render_cell_diagram(genotype.genotype, fmt, synthetic=_synthetic(session, job and job.dataset_id))
     return _image(data, fmt, IMMUTABLE_CACHE)
@@ -129,4 +134,7 @@ def macro_grid(
     depth: Annotated[int, Query(ge=1, le=MAX_DEPTH, description="number of DN levels, L")] = SearchConfig.depth,
 ) -> Response:
     """The UNet++-like grid of DN and UP cells of a network of `depth` levels, with its connections."""
+    # The remaining ML work in the web tier (matplotlib): pictures are to be rendered by the workers.
+    from nas_core.viz import render_macro_grid
+
     return _image(render_macro_grid(depth, fmt), fmt, IMMUTABLE_CACHE)

@@ -29,7 +29,7 @@ def submit_retrain(
     """Queue a retrain of ``architecture``: a genotype id, a succeeded search's genotype, or a baseline."""
     dataset = ready_dataset(session, user.id, body.dataset_id)
     config = retrain_config(body.config)
-    architecture = resolve_architecture(session, user.id, body.architecture, dataset)
+    architecture = resolve_architecture(session, user.id, body.architecture)
     check_no_leak(session, architecture, dataset, config)
     created = submit(
         session,

@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.exc import IntegrityError
@@ -24,17 +24,20 @@ from api.schemas import Name
 from api.services import uploads
 from api.services.paths import resolve_data_path
 from api.state import UploadLimits
-from nas_core.data import REGISTRY, VerificationReport, verify_dataset
+from nas_core.data.formats import FORMATS
 from store.datasets import create_dataset, get_dataset_by_name
 from store.models import Dataset, DatasetStatus
 from store.settings import Settings
+
+if TYPE_CHECKING:
+    from nas_core.data.verify import VerificationReport
 
 log = logging.getLogger(__name__)
 
 
 def check_format(format: str | None) -> str | None:
-    if format is not None and format not in REGISTRY:
-        message = f"unknown dataset format {format!r}; known formats: {sorted(REGISTRY)} (or omit it to detect)"
+    if format is not None and format not in FORMATS:
+        message = f"unknown dataset format {format!r}; known formats: {sorted(FORMATS)} (or omit it to detect)"
         raise Unprocessable(message, code="validation_error", details={"fields": {"format": message}})
     return format
 
@@ -83,6 +86,9 @@ def _report_dict(report: VerificationReport, relative_to: Path | None) -> dict[s
 
 
 def _verify(root: Path, format: str | None, relative_to: Path | None) -> tuple[VerificationReport, dict]:
+    # The remaining ML work in the web tier (decoders: SimpleITK, pydicom): to move to the workers.
+    from nas_core.data.verify import verify_dataset
+
     report = verify_dataset(root, format)
     data = _report_dict(report, relative_to)
     if not report.ok:

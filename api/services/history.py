@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from nas_core.config import SearchConfig
-from nas_core.ops import op_names
+from nas_core.space import op_names
 from nas_core.topology import CellType, cell_edges
 from store.models import AlphaSnapshot
 from store.pagination import InvalidCursor

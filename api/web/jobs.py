@@ -101,7 +101,7 @@ def retrain(
     job = owned_job(session, user, job_id)
     dataset = ready_dataset(session, user.id, dataset_id)
     config = retrain_config(RetrainConfigIn(epochs=epochs))
-    architecture = resolve_architecture(session, user.id, ArchitectureIn(search_job_id=job.id), dataset)
+    architecture = resolve_architecture(session, user.id, ArchitectureIn(search_job_id=job.id))
     created = submit(
         session,
         owner_id=user.id,
