@@ -34,7 +34,8 @@ console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
-HomeOpt = Annotated[Path | None, typer.Option("--home", help="data folder of the embedded mode (THRIFTY_HOME)")]
+HomeOpt = Annotated[Path | None, typer.Option("--home", help="data folder of the embedded mode (THRIFTY_HOME)",
+                                              show_default="$THRIFTY_HOME or ~/.thrifty-nas")]
 STOP_GRACE_S = 60.0
 
 keys_app = typer.Typer(help="API keys: create a user and print their key.", no_args_is_help=True)
@@ -191,7 +192,8 @@ def parse_gpus(gpus: str | None) -> list[str] | None:
 @friendly
 @service_errors
 def worker(
-    gpus: Annotated[str | None, typer.Option("--gpus", help="GPU indices (0,1) or 'all': one worker per GPU")] = None,
+    gpus: Annotated[str | None, typer.Option("--gpus", help="GPU indices (0,1) or 'all': one worker per GPU",
+                                                 show_default="none: one worker, default device")] = None,
     queues: Annotated[str, typer.Option("--queues", help="queues to consume, comma-separated")] = "gpu",
     loglevel: Annotated[str, typer.Option("--loglevel")] = "info",
     home: HomeOpt = None,
