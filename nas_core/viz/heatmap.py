@@ -2,8 +2,8 @@
 
 One panel per cell type (DN left, UP right). Rows follow the alpha rows
 (`nas_core.topology.cell_edges`) and, within an edge, its family's ops
-(`nas_core.ops.op_names`), labelled ``n1<-in_1: conv_3x3``. Colour = W[e, op]
-(`nas_core.genotype.edge_weights`) or, with ``value="softmax"``, softmax(alpha) over the
+(`nas_core.space.op_names`), labelled ``n1<-in_1: conv_3x3``. Colour = W[e, op]
+(`nas_core.derive.edge_weights`) or, with ``value="softmax"``, softmax(alpha) over the
 edge's ops. The rows the final genotype keeps are marked: a star and bold red label, and
 a red outline along the row.
 
