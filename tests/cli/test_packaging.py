@@ -2,22 +2,54 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _tree_check(dockerfile: Path) -> subprocess.CompletedProcess[str]:
+    """scripts/check-image.sh --tree-only: the image's file tree from the COPY lines, then its checks."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("THRIFTY_")}
+    env["CHECK_IMAGE_PYTHON"] = sys.executable
+    return subprocess.run(["bash", str(ROOT / "scripts" / "check-image.sh"), "--tree-only", "--dockerfile",
+                           str(dockerfile)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
 def test_the_image_copies_every_declared_package() -> None:
+    result = _tree_check(ROOT / "Dockerfile")
+    assert result.returncode == 0 and "check-image: PASS" in result.stdout, result.stdout + result.stderr
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     declared = {p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]}
-    copied = set(re.findall(r"^COPY\s+(\S+)\s+\./\1\s*$", (ROOT / "Dockerfile").read_text(), re.MULTILINE))
-    assert declared - copied == set(), f"the Dockerfile does not COPY {sorted(declared - copied)}"
-    for package in declared:  # and each is a real package folder
-        assert (ROOT / package / "__init__.py").is_file(), package
+    assert f"holds {sorted(declared)}" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("package", ["client", "store"])
+def test_the_tree_check_fails_when_the_dockerfile_lacks_a_package(tmp_path: Path, package: str) -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    line = f"COPY {package} ./{package}\n"
+    assert line in text
+    (tmp_path / "Dockerfile").write_text(text.replace(line, ""))
+    result = _tree_check(tmp_path / "Dockerfile")
+    assert result.returncode != 0 and "check-image: FAIL" in result.stdout, result.stdout + result.stderr
+    assert f"lacks the declared package(s) ['{package}']" in result.stderr, result.stderr
+
+
+def test_the_tree_check_fails_when_a_copy_leaves_out_tracked_files(tmp_path: Path) -> None:
+    """Only part of a package copied (its __init__.py there, its migrations not): the check names them."""
+    text = (ROOT / "Dockerfile").read_text().replace("COPY store ./store\n", "COPY store/*.py ./store/\n")
+    (tmp_path / "Dockerfile").write_text(text)
+    result = _tree_check(tmp_path / "Dockerfile")
+    report = result.stdout + result.stderr
+    assert result.returncode != 0 and "tracked file(s)" in result.stderr, report
+    assert "store/migrations/" in result.stderr, report
 
 
 def test_licence_file_matches_the_declared_licence() -> None:
