@@ -277,17 +277,22 @@ def _start_api(stack: Stack) -> None:
     stack.api_url = f"http://127.0.0.1:{port}"
     api = stack.start("uvicorn", [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1",
                                   "--port", str(port), "--log-level", "warning"])
+    _wait_healthy(stack, api, "the API server")
+    log(f"API up at {stack.api_url} (pid {api.process.pid})")
+
+
+def _wait_healthy(stack: Stack, child: Any, what: str) -> None:
+    """Wait until ``stack.api_url`` answers /healthz; fail at once (with its log) if ``child`` exits."""
 
     def healthy() -> bool:
-        if api.process.poll() is not None:
-            raise BenchError(f"the API server exited with {api.process.returncode}\n{api.tail()}")
+        if child.process.poll() is not None:
+            raise BenchError(f"{what} exited with {child.process.returncode}\n{child.tail()}")
         try:
             return httpx.get(f"{stack.api_url}/healthz", timeout=2).status_code == 200
         except httpx.TransportError:
             return False
 
-    wait_for(healthy, READY_TIMEOUT_S, "the API server to answer /healthz", on_timeout=api.tail)
-    log(f"API up at {stack.api_url} (pid {api.process.pid})")
+    wait_for(healthy, READY_TIMEOUT_S, f"{what} to answer /healthz", on_timeout=child.tail)
 
 
 def _start_worker(stack: Stack) -> None:
@@ -360,15 +365,7 @@ def embedded_stack() -> Iterator[Stack]:
             cleanup.callback(_stop_children, stack)
             up = stack.start("up", [sys.executable, "-m", "cli.main", "up", "--port", str(port)])
 
-            def healthy() -> bool:
-                if up.process.poll() is not None:
-                    raise BenchError(f"`thrifty-nas up` exited with {up.process.returncode}\n{up.tail()}")
-                try:
-                    return httpx.get(f"{stack.api_url}/healthz", timeout=2).status_code == 200
-                except httpx.TransportError:
-                    return False
-
-            wait_for(healthy, READY_TIMEOUT_S, "`thrifty-nas up` to answer /healthz", on_timeout=up.tail)
+            _wait_healthy(stack, up, "`thrifty-nas up`")
             worker_pid = stack.pids()["worker"]
             workers.extend([worker_pid] if worker_pid is not None else [])
             log(f"thrifty-nas up serving at {stack.api_url} (pid {up.process.pid}, its worker {worker_pid}, "
