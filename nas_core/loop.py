@@ -17,6 +17,17 @@ from nas_core.data.preprocess import to_native
 from nas_core.metrics import CaseScores
 from nas_core.runtime import autocast, batches
 
+EVAL_PIXELS = 4 * 64 * 64  # pixels per no-gradient batch: 4 slices of 64x64, 1 of 128x128 or more
+MAX_EVAL_BATCH = 16
+
+
+def eval_batch_size(height: int, width: int) -> int:
+    """Slices per no-gradient batch for a frame: a budget of pixels, not of slices, so the
+    evaluation's peak does not grow with the frame (a batch of 16 at 64x64 doubled a
+    retrain's peak RSS on CPU; one slice at a time costs no throughput there)."""
+    return max(1, min(MAX_EVAL_BATCH, EVAL_PIXELS // max(height * width, 1)))
+
+
 Augmenter = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -95,7 +106,7 @@ def check_stop(should_stop: Callable[[], bool]) -> None:
 
 @torch.no_grad()
 def predict_slices(model: nn.Module, images: torch.Tensor, device: torch.device, amp: bool,
-                   batch_size: int = 16, out_size: tuple[int, int] | None = None, tta: bool = False,
+                   batch_size: int | None = None, out_size: tuple[int, int] | None = None, tta: bool = False,
                    placement: Placement | None = None) -> torch.Tensor:
     """Argmax labels [N, H, W] for images [N, C, H', W'] in the working frame.
 
@@ -108,6 +119,7 @@ def predict_slices(model: nn.Module, images: torch.Tensor, device: torch.device,
     """
     out = []
     flips = [(), (-1,), (-2,), (-2, -1)] if tta else [()]
+    batch_size = batch_size or eval_batch_size(*images.shape[-2:])
     for i in range(0, len(images), batch_size):
         x = images[i : i + batch_size].to(device)
         logits = None
@@ -125,7 +137,7 @@ def predict_slices(model: nn.Module, images: torch.Tensor, device: torch.device,
 
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset: Any, device: torch.device, num_classes: int, amp: bool = False,
-             batch_size: int = 16, hd95: bool = False) -> list[CaseScores]:
+             batch_size: int | None = None, hd95: bool = False) -> list[CaseScores]:
     """Hard DSC/IoU per case: every slice of a case predicted, the whole volume scored at once.
 
     A dataset built with ``native=True`` is scored on each case at its own size (logits

@@ -15,7 +15,7 @@ The model, calibrated once per network shape (cached):
   the activation bytes per sample and pixel. They scale exactly with batch x (padded
   size)^2: every activation of these fully convolutional networks is a feature map. The
   backward pass holds gradients of activations on top: ``TRAIN_FACTOR`` (fitted).
-* **Evaluation** (no gradients, batches of ``EVAL_BATCH`` slices): the peak of the live
+* **Evaluation** (no gradients, batches of ``nas_core.loop.eval_batch_size`` slices): the peak of the live
   tensor bytes of a no-gradient forward, counted by a dispatch mode at the same small size,
   scaled the same way, times ``EVAL_FACTOR`` (allocator slack, convolution buffers).
   The allocators keep much of the training step's memory while evaluation runs, so the
@@ -55,10 +55,10 @@ from torch.utils._pytree import tree_flatten
 
 from nas_core.config import RetrainConfig, SearchConfig
 from nas_core.data.fingerprint import PLAN_MAX_PIXELS
+from nas_core.loop import eval_batch_size
 
 GIB = 1024**3
 CALIBRATION_SIZE = 32  # pixels (raised to two multiples of the network's size multiple)
-EVAL_BATCH = 16  # slices per no-gradient batch in nas_core.loop.evaluate
 # Fitted to measured peaks on CPU (tests/integration/test_faults_memory.py):
 TRAIN_FACTOR = {"retrain": 1.5, "search": 2.0}  # peak of a training step / bytes saved for backward
 EVAL_FACTOR = 1.3  # measured peak of an evaluation batch / the live tensor bytes counted
@@ -82,7 +82,7 @@ class MemoryEstimate:
     total: int  # the peak: state + max(training + evaluation, checkpoints) + OVERHEAD_BYTES
     state: int  # parameters, gradients and the optimiser's state, for the whole run
     training: int  # one training step's activations (and their gradients)
-    evaluation: int  # one evaluation batch of EVAL_BATCH slices
+    evaluation: int  # one evaluation batch (nas_core.loop.eval_batch_size slices)
     checkpoints: int  # a retrain's end: its best and final checkpoints read back
 
 def gib(nbytes: float) -> str:
@@ -207,7 +207,7 @@ def estimate(kind: str, config: Any, in_channels: int, num_classes: int,
     pixels = padded * padded
     state = int(prof.param_bytes * (2 + prof.optimizer_slots))  # weights, gradients, optimiser state
     training = int(TRAIN_FACTOR[kind] * prof.saved_per_pixel * pixels * cfg.batch_size)
-    evaluation = int(EVAL_FACTOR * prof.eval_per_pixel * pixels * EVAL_BATCH)
+    evaluation = int(EVAL_FACTOR * prof.eval_per_pixel * pixels * eval_batch_size(padded, padded))
     # retrain's end (nas_core.retrain: finish) reads best.pt and final.pt: weights and optimiser state, twice
     checkpoints = int(2 * prof.param_bytes * (1 + prof.optimizer_slots)) if kind == "retrain" else 0
     # Host and GPU allocators keep much of a training step's memory cached while evaluation runs

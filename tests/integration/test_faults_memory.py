@@ -1,11 +1,11 @@
 """The memory estimate (``nas_core.memory``) against measured peaks, and the API's refusal.
 
 Accuracy: each case runs a real engine (1 epoch, 2 training steps, then evaluation of
-validation cases of 16 slices, i.e. full evaluation batches) in a fresh process on CPU;
-its peak RSS (``VmHWM``, reset just before the run, after the data are prepared and the
+validation cases of 16 slices, batched by pixels as ``nas_core.loop.evaluate`` does) in a
+fresh process on CPU; its peak RSS (``VmHWM``, reset just before the run, after the data are prepared and the
 modules imported) minus its RSS then is the measured peak. The estimate must lie within
 0.6x..2x of it (errs on the safe side more than the other; see the README's Reliability
-section for the table measured while calibrating: 0.75x..1.75x over ten configurations).
+section for the table measured while calibrating: 0.66x..1.10x over ten configurations).
 
 The worker's check against its device is exercised in ``test_faults_jobs.py``.
 """
