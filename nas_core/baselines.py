@@ -22,6 +22,7 @@ model in :class:`nas_core.padding.PadToMultiple` for other sizes.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import nn
@@ -69,7 +70,8 @@ def _init_like_keras(model: nn.Module) -> None:
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
-            nn.init.zeros_(m.bias)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
 
 
 class _Baseline(nn.Module):
@@ -185,13 +187,15 @@ class UNetPlusPlus(_Baseline):
         self._check_input(x)
         depth = len(self.filters) - 1
         grid: list[list[torch.Tensor]] = [[] for _ in range(depth + 1)]
+        nodes = cast(Sequence[Sequence[nn.Module]], self.nodes)  # ModuleLists of ModuleLists
+        ups = cast(Sequence[Sequence[nn.Module]], self.ups)
         for i in range(depth + 1):
-            grid[i].append(self.nodes[i][0](x if i == 0 else self.pool(grid[i - 1][0])))
+            grid[i].append(nodes[i][0](x if i == 0 else self.pool(grid[i - 1][0])))
         # Column by column, so X[i+1][j-1] exists before X[i][j] needs it.
         for j in range(1, depth + 1):
             for i in range(depth - j + 1):
-                up = self.ups[i][j - 1](grid[i + 1][j - 1])
-                grid[i].append(self.nodes[i][j](torch.cat([up, *grid[i][:j]], dim=1)))
+                up = ups[i][j - 1](grid[i + 1][j - 1])
+                grid[i].append(nodes[i][j](torch.cat([up, *grid[i][:j]], dim=1)))
         tops = grid[0][1:] if self.deep_supervision else grid[0][-1:]
         return [head(t) for head, t in zip(self.heads, tops, strict=True)]
 

@@ -32,7 +32,7 @@ def _run_after(op: nn.Module, steps: tuple[str, ...], x: torch.Tensor) -> torch.
         op = op[1]  # type: ignore[index]
     if "relu" not in steps:
         return op(x)
-    for module in list(op._modules.values())[1:]:
+    for module in list(op.children())[1:]:
         x = module(x)
     return x
 

@@ -122,12 +122,11 @@ def predict_slices(model: nn.Module, images: torch.Tensor, device: torch.device,
     batch_size = batch_size or eval_batch_size(*images.shape[-2:])
     for i in range(0, len(images), batch_size):
         x = images[i : i + batch_size].to(device)
-        logits = None
+        logits = torch.zeros(())
         for dims in flips:
             with autocast(device, amp):
                 y = model(x.flip(dims) if dims else x).float()
-            y = y.flip(dims) if dims else y
-            logits = y if logits is None else logits + y
+            logits = logits + (y.flip(dims) if dims else y)
         logits = logits / len(flips)
         if out_size is not None:
             logits = to_native(logits, placement, out_size)

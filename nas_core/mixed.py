@@ -64,6 +64,7 @@ class MixedOp(nn.Module):
                 continue
             y = w * op(x_ops)
             out = y if out is None else out + y
+        assert out is not None  # every family has an op besides "none"
         if self.k == 1:
             return out
         rest = _bypass(self.family, x_rest)

@@ -14,6 +14,7 @@ a config's ``image_size`` overrides the frame's size only.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,7 @@ class PreparedData:
         }
 
 
-def _plan(spec: DatasetSpec, train: list[str], config: Any, cache_dir: Path | None) -> tuple[Frame, Normalisation]:
+def _plan(spec: DatasetSpec, train: Sequence[str], config: Any, cache_dir: Path | None) -> tuple[Frame, Normalisation]:
     """The job's frame and normalisation, from the plan of its training cases."""
     # One frame for a search and the retrains of its split: a multiple of 2**4 (networks of
     # other depths pad their input as they need).

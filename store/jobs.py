@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from store.models import TERMINAL_STATUSES, Job, JobKind, JobStatus
 from store.types import new_id, utcnow
-from store.upsert import insert_ignore
+from store.upsert import insert_ignore, rowcount
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def claim_job(
         )
         .execution_options(**_SYNC)
     )
-    return session.execute(stmt).rowcount == 1
+    return rowcount(session.execute(stmt)) == 1
 
 
 def _ours(job_id: str, worker_id: str) -> list[Any]:
@@ -157,7 +157,7 @@ def renew_lease(
         .values(lease_expires_at=now + timedelta(seconds=lease_seconds), updated_at=now)
         .execution_options(**_SYNC)
     )
-    return session.execute(stmt).rowcount == 1
+    return rowcount(session.execute(stmt)) == 1
 
 
 def record_progress(
@@ -191,7 +191,7 @@ def record_progress(
         if lease_seconds is not None:
             values["lease_expires_at"] = now + timedelta(seconds=lease_seconds)
     stmt = update(Job).where(*conditions).values(**values).execution_options(**_SYNC)
-    return session.execute(stmt).rowcount == 1
+    return rowcount(session.execute(stmt)) == 1
 
 
 def finish_job(
@@ -218,7 +218,7 @@ def finish_job(
     if status is JobStatus.SUCCEEDED:
         values.update(progress=1.0, eta_seconds=0.0)
     stmt = update(Job).where(*_ours(job_id, worker_id)).values(**values).execution_options(**_SYNC)
-    return session.execute(stmt).rowcount == 1
+    return rowcount(session.execute(stmt)) == 1
 
 
 def request_cancel(
@@ -230,12 +230,12 @@ def request_cancel(
     """
     now = now or utcnow()
     owned = [Job.id == job_id] + ([Job.owner_id == owner_id] if owner_id is not None else [])
-    cancelled = session.execute(
+    cancelled = rowcount(session.execute(
         update(Job)
         .where(*owned, Job.status == JobStatus.QUEUED.value)
         .values(status=JobStatus.CANCELLED.value, finished_at=now, updated_at=now)
         .execution_options(**_SYNC)
-    ).rowcount
+    ))
     if not cancelled:
         session.execute(
             update(Job)

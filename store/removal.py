@@ -88,4 +88,5 @@ def remove_files(paths: list[Path]) -> None:
 
 def storage_bytes(session: Session, owner_id: str) -> int:
     """Bytes of the owner's stored artefacts."""
-    return int(session.scalar(select(func.coalesce(func.sum(Artifact.size), 0)).where(Artifact.owner_id == owner_id)))
+    total = session.scalar(select(func.coalesce(func.sum(Artifact.size), 0)).where(Artifact.owner_id == owner_id))
+    return int(total or 0)

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from store.models import ApiKey, User
 from store.settings import get_settings
 from store.types import utcnow
+from store.upsert import rowcount
 
 KEY_SCHEME = "tnas_"
 PREFIX_LENGTH = 8
@@ -86,7 +87,7 @@ def revoke_key(session: Session, key_id: str, *, user_id: str | None = None) -> 
     if user_id is not None:
         stmt = stmt.where(ApiKey.user_id == user_id)
     result = session.execute(stmt.values(revoked_at=utcnow()).execution_options(synchronize_session="fetch"))
-    return result.rowcount == 1
+    return rowcount(result) == 1
 
 
 def get_user_by_name(session: Session, name: str) -> User | None:

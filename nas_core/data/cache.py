@@ -71,10 +71,10 @@ def load_cached(cache_dir: Path, case_id: str, key: str) -> CachedCase | None:
         return None
     try:
         with np.load(path) as data:
-            arrays = [torch.from_numpy(data[k]) if k in data.files else None
-                      for k in ("images", "labels", "native_labels")]
+            labels, native = (torch.from_numpy(data[k]) if k in data.files else None
+                              for k in ("labels", "native_labels"))
             spacing = data["spacing"].tolist() if "spacing" in data.files else None
-            return CachedCase(*arrays, spacing)
+            return CachedCase(torch.from_numpy(data["images"]), labels, native, spacing)
     except (OSError, ValueError, KeyError) as exc:
         log.warning("ignoring unreadable cache entry %s: %s", path, exc)
         return None
@@ -93,4 +93,5 @@ def save_cached(
         arrays["native_labels"] = native_labels.numpy()
     if spacing is not None:
         arrays["spacing"] = np.asarray(spacing, dtype=np.float64)
-    atomic_write(_entry(cache_dir, case_id, key), lambda fh: np.savez(fh, **arrays))
+    # numpy's stubs read **arrays as its keyword options (allow_pickle): arrays only here
+    atomic_write(_entry(cache_dir, case_id, key), lambda fh: np.savez(fh, **arrays))  # type: ignore[arg-type]

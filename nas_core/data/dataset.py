@@ -94,18 +94,21 @@ class SliceDataset(Dataset):
             cached = load_cached(self.cache_dir, case.case_id, key)
             if cached is not None and cached.labels is not None and cached.native_labels is not None:
                 self._keep_native(cached.native_labels, cached.spacing)
-                in_plane = None if cached.spacing is None or len(cached.spacing) < 2 else tuple(cached.spacing[-2:])
-                self.placements.append(self.frame.place(tuple(cached.native_labels.shape[-2:]), in_plane))
+                spacing = cached.spacing
+                in_plane = None if spacing is None or len(spacing) < 2 else (spacing[-2], spacing[-1])
+                height, width = cached.native_labels.shape[-2:]
+                self.placements.append(self.frame.place((height, width), in_plane))
                 return cached.images, cached.labels
         loaded = get_reader(self.spec.format).load(self.spec, case)
         self.decode_count += len(case.image_paths) + 1
         images, labels, where = prepare_case(loaded, self.frame, self.normalisation)
         self.placements.append(where)
+        assert labels is not None  # a case without a label was refused above
         labels = labels.to(self._label_dtype())
         native = torch.as_tensor(loaded.label).to(self._label_dtype())
         spacing = loaded.geometry.get("spacing")
         spacing = None if spacing is None else [float(s) for s in reversed(spacing)][-native.dim():]  # (x,y,z)->(z,y,x)
-        if key is not None:
+        if key is not None and self.cache_dir is not None:
             save_cached(self.cache_dir, case.case_id, key, images, labels, native, spacing)
         self._keep_native(native, spacing)
         return images, labels

@@ -71,7 +71,7 @@ def make_plan(cases: list[CaseFingerprint], samples: list[list[np.ndarray]], mod
     target = [float(np.median([s[i] for s in spacings])) for i in (0, 1)] if spacings else None
     sizes = []
     for c in cases:
-        h, w = c.shape[1:]
+        h, w = float(c.shape[1]), float(c.shape[2])
         if target and c.spacing:
             h, w = h * c.spacing[0] / target[0], w * c.spacing[1] / target[1]
         sizes.append((h, w))

@@ -71,7 +71,7 @@ class Frame:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Frame:
         spacing = data.get("spacing")
-        return cls(tuple(data["size"]), None if spacing is None else tuple(spacing))  # type: ignore[arg-type]
+        return cls(tuple(data["size"]), None if spacing is None else tuple(spacing))
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any]) -> Frame:
@@ -79,7 +79,7 @@ class Frame:
         if meta.get("frame"):
             return cls.from_dict(meta["frame"])
         size = meta["image_size"]
-        return cls((size, size) if isinstance(size, int) else tuple(size))  # type: ignore[arg-type]
+        return cls((size, size) if isinstance(size, int) else tuple(size))
 
     def __str__(self) -> str:
         where = "" if self.spacing is None else f" at {self.spacing[0]:.3g}x{self.spacing[1]:.3g} mm"

@@ -68,6 +68,7 @@ def _channels_of_sitk(img: sitk.Image) -> tuple[np.ndarray, sitk.Image]:
             vol = sitk.Extract(img, size[:3] + [0], [0, 0, 0, c])
             ref = ref or vol
             channels.append(sitk.GetArrayFromImage(vol))
+        assert ref is not None, "a 4D image has at least one channel"
         return np.stack(channels), ref
     arr = sitk.GetArrayFromImage(img)
     if img.GetNumberOfComponentsPerPixel() > 1:  # vector pixels, e.g. RGB .mha

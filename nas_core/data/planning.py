@@ -78,7 +78,7 @@ def normalisation_of(plan: Plan) -> Normalisation:
     """The plan's intensity scheme as the preprocessing record checkpoints carry."""
     norm: dict[str, Any] = plan.normalisation
     if norm["scheme"] == "ct_foreground":
-        return Normalisation("ct_foreground", clip=tuple(map(tuple, norm["clip"])),  # type: ignore[arg-type]
+        return Normalisation("ct_foreground", clip=tuple(map(tuple, norm["clip"])),
                              mean=tuple(norm["mean"]), std=tuple(norm["std"]))
     return Normalisation("zscore")
 

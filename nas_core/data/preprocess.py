@@ -79,6 +79,7 @@ def normalisation_for(modality: str, ct_window: tuple[float, float] = ABDOMEN_WI
 
 
 def _ct_window(image: np.ndarray, norm: Normalisation) -> np.ndarray:
+    assert norm.window is not None, "a ct_window normalisation carries its window"
     low, high = norm.window
     return (np.clip(image, low, high) - low) / (high - low)
 
@@ -94,6 +95,8 @@ def _zscore(image: np.ndarray, norm: Normalisation) -> np.ndarray:
 
 
 def _ct_foreground(image: np.ndarray, norm: Normalisation) -> np.ndarray:
+    assert norm.clip is not None and norm.mean is not None and norm.std is not None, \
+        "a ct_foreground normalisation carries its clip, mean and std"
     out = np.empty_like(image)
     for c, channel in enumerate(image):
         (low, high), mean, std = norm.clip[c], norm.mean[c], norm.std[c]

@@ -61,7 +61,7 @@ def _to_input_size(mask: np.ndarray, geometry: dict[str, Any]) -> np.ndarray:
 
 def _write_sitk(mask: np.ndarray, geometry: dict[str, Any], stem: Path, num_classes: int | None) -> Path:
     suffix = OUTPUT_SUFFIX.get(geometry.get("suffix", ""), ".nii.gz")
-    arr = mask.astype(_mask_dtype(mask))
+    arr: np.ndarray = mask.astype(_mask_dtype(mask))
     img = sitk.GetImageFromArray(arr[0] if geometry.get("dimension") == 2 else arr)
     img.SetSpacing(geometry["spacing"])
     img.SetOrigin(geometry["origin"])

@@ -50,7 +50,7 @@ def to_bytes(fig: Figure, fmt: str) -> bytes:
     buf = io.BytesIO()
     rc = {"svg.fonttype": "none", "svg.hashsalt": "thrifty-nas"}
     metadata = {"Date": None} if kind is ImageFormat.SVG else {"Software": None}
-    with matplotlib.rc_context(rc):
+    with matplotlib.rc_context(rc):  # type: ignore[arg-type]  # the stubs want literal keys
         fig.savefig(buf, format=kind.value, dpi=DPI, metadata=metadata)
     return buf.getvalue()
 

@@ -108,7 +108,8 @@ def render_macro_grid(depth: int = 4, fmt: str = "png", *, synthetic: bool = Fal
     fig = new_figure(*GRID_SIZE)
     ax = fig.add_axes((0.02, 0.1, 0.96, 0.8))
     _draw(ax, depth, fontsize=max(5.0, 11.0 - depth / 2))
-    handles = [Line2D([], [], color=c, linestyle=s, linewidth=1.5) for c, s, _ in LINK_STYLE.values()]
+    handles = [Line2D([], [], color=c, linestyle=s, linewidth=1.5)  # type: ignore[arg-type]  # literal styles
+               for c, s, _ in LINK_STYLE.values()]
     fig.legend(handles, [name for _, _, name in LINK_STYLE.values()], loc="lower center", ncol=2, fontsize=9,
                frameon=False)
     n_up = depth * (depth + 1) // 2

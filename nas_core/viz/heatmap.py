@@ -155,6 +155,7 @@ def render_alpha_heatmap(history: Iterable[Mapping[str, Any]], nodes: int, fmt: 
     fig.suptitle(title(f"Architecture weights per epoch: {what}", synthetic), fontsize=13, y=1 - 18 / height)
     fig.text(0.5, 1 - 46 / height, f"{MARK} red rows: kept by the final genotype ({source}); "
              "grey: epoch not recorded", ha="center", fontsize=9, color="#444444")
+    assert image is not None  # one panel per cell type, and there are two
     cbar_ax = fig.add_axes((0.93, bottom, 0.012, top - bottom))
     fig.colorbar(image, cax=cbar_ax).ax.tick_params(labelsize=8)
     return to_bytes(fig, fmt)

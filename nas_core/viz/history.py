@@ -113,9 +113,9 @@ def final_cells(history: Sequence[Snapshot], nodes: int,
             return _entries(snap.genotype), f"genotype of epoch {last}"
     cells: dict[CellType, list[tuple[str, int]]] = {}
     for cell_type in CellType:
-        snap = next((s for s in reversed(history) if s.cell_type is cell_type), None)
-        if snap is not None:
-            alpha, beta, _ = arch_tensors(snap, nodes)
+        latest = next((s for s in reversed(history) if s.cell_type is cell_type), None)
+        if latest is not None:
+            alpha, beta, _ = arch_tensors(latest, nodes)
             cells[cell_type] = derive_cell(alpha, beta, cell_type, nodes)
     return cells, f"derived from epoch {last}"
 

@@ -30,7 +30,9 @@ class Promise12Reader(Reader):
     def scan(self, root: Path, **options: Any) -> DatasetSpec:
         cases = []
         for image in self._images(root):
-            cid = _IMAGE.match(image.name)["case"]
+            match = _IMAGE.match(image.name)
+            assert match is not None  # _images keeps only names that match
+            cid = match["case"]
             label = image.with_name(f"{cid}_segmentation.mhd")
             cases.append(Case(cid, (image,), label if label.is_file() else None))
         size = read_sitk_size(cases[0].image_paths[0]) if cases else ()
