@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     metrics_allow_ips: Annotated[list[str] | None, NoDecode] = Field(
         default=None, description="addresses or networks (CIDR) allowed to read /metrics; env: comma-separated; "
         "default: anyone who reaches the server (the embedded service listens on loopback only)")
+    mlflow_tracking_uri: str | None = Field(
+        default=None, description="an MLflow tracking server (http://mlflow:5000) each job is logged to, "
+        "from the workers (needs the `mlflow` extra); default: no tracking")
+    mlflow_experiment: str = Field(default="thrifty-nas", min_length=1,
+                                   description="the MLflow experiment jobs are logged under")
 
     @model_validator(mode="before")
     @classmethod

@@ -40,6 +40,8 @@ class JobPlan:
     architecture: dict[str, Any] | None  # retrains: {"genotype": {...}} or {"baseline": name}
     out_dir: Path  # {artifact_dir}/work/{job_id}: on the shared volume, so any worker can resume
     cache_dir: Path
+    dataset_name: str = ""  # for people and trackers (MLflow), not for finding the data
+    synthetic: bool = False
 
 
 def work_dir(settings: Settings, job_id: str) -> Path:
@@ -99,4 +101,6 @@ def plan_job(session: Session, job: Job, settings: Settings) -> JobPlan:
         architecture=architecture,
         out_dir=work_dir(settings, job.id),
         cache_dir=settings.artifact_dir / "cache",
+        dataset_name=dataset.name,
+        synthetic=bool(dataset.synthetic),
     )

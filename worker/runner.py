@@ -9,6 +9,8 @@ The task in ``worker.tasks`` hands off here in one line. The flow:
 3. Success: copy the outputs into the artefact store (a retrain's model also packaged as
    ``bundle.zip`` and ``model.onnx``; packaging never fails the job), then in one transaction
    mark the job succeeded and write its artefact rows, epoch history, genotype and per-case DSC.
+   With ``THRIFTY_MLFLOW_TRACKING_URI`` set, a ``worker.tracking.JobTracker`` also logs the job
+   to MLflow (one run per job); MLflow failing never changes the job's outcome.
 4. Stop: cancelled -> ``cancelled``; lease lost -> nothing (the job is someone else's now);
    this worker shutting down -> the job is handed back to the queue at once (no attempt spent).
 5. A failure a person can fix -> ``failed`` with a message saying what to change (the
@@ -62,6 +64,7 @@ from worker.memory import check_fits
 from worker.plan import JobPlan, JobRejected, plan_job, work_dir
 from worker.results import Output, copy_outputs, publish
 from worker.retry import retry_db
+from worker.tracking import JobTracker
 
 log = logging.getLogger(__name__)
 
@@ -172,8 +175,11 @@ def run_job(
     control = JobControl(job_id, worker_id, sessions, shutdown or _shutdown)
     store = ArtifactStore(settings.artifact_dir)
     try:
-        with LeaseKeeper(control, settings.lease_seconds), job_log(store, job_id):
-            return _run_claimed(control, settings, observers, progress_every, enqueue)
+        with LeaseKeeper(control, settings.lease_seconds), job_log(store, job_id), \
+                JobTracker(settings, job_id) as tracker:
+            outcome = _run_claimed(control, settings, tracker, observers, progress_every, enqueue)
+            tracker.end(outcome)
+            return outcome
     finally:
         release_device_memory()
         try:
@@ -182,7 +188,7 @@ def run_job(
             log.warning("job %s: could not register its log (%s: %s)", job_id, exc.__class__.__name__, exc)
 
 
-def _run_claimed(control: JobControl, settings: Settings, observers: Sequence[Callbacks],
+def _run_claimed(control: JobControl, settings: Settings, tracker: JobTracker, observers: Sequence[Callbacks],
                  progress_every: float, enqueue: Callable[[str, str], None] | None) -> Outcome:
     job_id, sessions = control.job_id, control.sessions
     plan: JobPlan | None = None
@@ -196,10 +202,11 @@ def _run_claimed(control: JobControl, settings: Settings, observers: Sequence[Ca
 
         plan = retry_db(f"job {job_id}: reading it", load_plan)
         log.info("job %s (%s) running on %s in %s", job_id, plan.kind.value, control.worker_id, plan.out_dir)
+        tracker.start(plan)
         check_fits(plan)
         remove_partial_checkpoints(plan.out_dir)
         callbacks = Chain(StoreCallbacks(control, settings.lease_seconds, progress_every,
-                                         poll_every=settings.cancel_poll_seconds), *observers)
+                                         poll_every=settings.cancel_poll_seconds), tracker, *observers)
         result = _run_engine(plan, callbacks)
         store = ArtifactStore(settings.artifact_dir)
         outputs = [*copy_outputs(plan, store), *package_model(plan, store)]
@@ -213,6 +220,7 @@ def _run_claimed(control: JobControl, settings: Settings, observers: Sequence[Ca
                 publish(session, plan, outputs, result.history, result)
 
         retry_db(f"job {job_id}: recording its success", succeed)
+        tracker.publish(result, outputs, store)
         shutil.rmtree(plan.out_dir, ignore_errors=True)
         log.info("job %s succeeded", job_id)
         return Outcome.SUCCEEDED
