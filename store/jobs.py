@@ -221,6 +221,22 @@ def finish_job(
     return rowcount(session.execute(stmt)) == 1
 
 
+def release_job(session: Session, job_id: str, worker_id: str, *, now: datetime | None = None) -> str | None:
+    """Put this worker's running job straight back in the queue without spending an attempt
+    (the worker is shutting down); its kind, or None if it is no longer ours or a cancel
+    was requested (one conditional UPDATE: it races safely with a cancel or a reaper)."""
+    now = now or utcnow()
+    stmt = (
+        update(Job)
+        .where(*_ours(job_id, worker_id), Job.cancel_requested.is_(False))
+        .values(status=JobStatus.QUEUED.value, worker_id=None, lease_expires_at=None,
+                attempt=Job.attempt - 1, queued_at=now, updated_at=now)
+        .returning(Job.kind)
+        .execution_options(synchronize_session=False)
+    )
+    return session.scalars(stmt).one_or_none()
+
+
 def request_cancel(
     session: Session, job_id: str, *, owner_id: str | None = None, now: datetime | None = None
 ) -> Job | None:

@@ -7,6 +7,7 @@ one that marks the job succeeded, so a succeeded job always has all of them.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
@@ -14,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from nas_core import retrain as retrain_engine
 from nas_core import search as search_engine
+from nas_core.bundle import make_bundle
 from nas_core.checkpoint import load_checkpoint
 from nas_core.models import build_model, count_parameters
 from store.artifacts import ArtifactStore, StoredArtifact, register_artifact
@@ -21,6 +23,8 @@ from store.history import CaseScoreIn, record_case_scores, save_genotype
 from store.models import ArtifactKind, Job, JobKind
 from worker.callbacks import json_safe, store_epoch
 from worker.plan import JobPlan
+
+log = logging.getLogger(__name__)
 
 OUTPUTS = {
     JobKind.SEARCH: (
@@ -88,3 +92,24 @@ def publish(session: Session, plan: JobPlan, outputs: Iterable[Output], history:
         if result.metrics.get("test") is not None:  # scored once, on cases that chose nothing
             job = session.get(Job, plan.job_id)
             job.latest_metrics = {**(job.latest_metrics or {}), "test": json_safe(result.metrics["test"])}
+
+
+BUNDLE, ONNX = "bundle.zip", "model.onnx"
+
+
+def package_model(plan: JobPlan, store: ArtifactStore) -> list[Output]:
+    """A retrain's ``bundle.zip`` (and ``model.onnx`` when the export passed its parity check).
+
+    Never fails the job: an ONNX failure is recorded in the bundle's model card, and a
+    bundle that cannot be made at all is logged and left out.
+    """
+    if plan.kind is not JobKind.RETRAIN:
+        return []
+    bundle, onnx = plan.out_dir / BUNDLE, plan.out_dir / ONNX
+    try:
+        make_bundle(plan.out_dir / retrain_engine.BEST, bundle, onnx_out=onnx)
+    except Exception:  # packaging is a convenience: the trained model is published without it
+        log.exception("job %s: the model bundle could not be made; the job succeeds without it", plan.job_id)
+        return []
+    made = [(BUNDLE, ArtifactKind.BUNDLE)] + ([(ONNX, ArtifactKind.ONNX)] if onnx.exists() else [])
+    return [Output(name, kind, store.put_file(plan.job_id, name, plan.out_dir / name, kind)) for name, kind in made]

@@ -37,32 +37,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from sqlalchemy import update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from nas_core import retrain as retrain_engine
-from nas_core.bundle import make_bundle
-from nas_core.callbacks import Callbacks, StopRequested, TrainingDiverged
-from nas_core.checkpoint import CheckpointError
-from nas_core.config import ConfigError
-from nas_core.data import DatasetError
-from nas_core.genotype import InvalidGenotype
-from nas_core.models import InvalidArchitecture
-from nas_core.ops import UnknownOp
+from nas_core.callbacks import Callbacks, StopRequested
 from nas_core.retrain import run_retrain
 from nas_core.search import run_search
 from store.artifacts import ArtifactStore
 from store.db import get_sessionmaker, session_scope
-from store.jobs import claim_job, finish_job
-from store.models import ArtifactKind, Job, JobKind, JobStatus
+from store.jobs import claim_job, finish_job, release_job
+from store.models import Job, JobKind, JobStatus
 from store.settings import Settings, get_settings
-from store.types import utcnow
 from worker.callbacks import Chain, JobControl, LeaseKeeper, StopReason, StoreCallbacks
+from worker.failures import failure_message
 from worker.joblog import job_log, register_log
 from worker.memory import check_fits
 from worker.plan import JobPlan, JobRejected, plan_job, work_dir
-from worker.results import Output, copy_outputs, publish
+from worker.results import copy_outputs, package_model, publish
 from worker.retry import retry_db
 from worker.tracking import JobTracker
 
@@ -103,49 +94,6 @@ def release_device_memory() -> None:
     gc.collect()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.empty_cache()
-
-
-def out_of_memory(exc: BaseException) -> str | None:
-    """'GPU' or 'host' if ``exc`` says an allocation failed, else None.
-
-    PyTorch's CPU allocator raises a plain RuntimeError ("DefaultCPUAllocator: can't
-    allocate memory"), not MemoryError; CUDA raises ``torch.cuda.OutOfMemoryError``.
-    """
-    if isinstance(exc, torch.cuda.OutOfMemoryError):
-        return "host" if "CPUAllocator" in str(exc) else "GPU"
-    if isinstance(exc, MemoryError):
-        return "host"
-    if isinstance(exc, RuntimeError) and any(m in str(exc) for m in CPU_OOM_MARKERS):
-        return "host"
-    return None
-
-
-CPU_OOM_MARKERS = ("DefaultCPUAllocator: can't allocate memory", "DefaultCPUAllocator: not enough memory")
-
-
-def failure_message(exc: BaseException, plan: JobPlan | None) -> str | None:
-    """A reason a person can act on, or None for an error we did not foresee."""
-    where = out_of_memory(exc)
-    if where is not None:
-        if plan is None:
-            return f"out of {where} memory; lower batch_size or image_size and resubmit"
-        cfg = plan.config
-        knobs = f"batch_size (now {cfg.batch_size}) or image_size (now {cfg.image_size})"
-        if plan.kind is JobKind.SEARCH:
-            knobs += f", or channels (now {cfg.channels})"
-        return f"out of {where} memory: lower {knobs} and resubmit"
-    if isinstance(exc, FileNotFoundError):
-        missing = exc.filename or str(exc)
-        return f"a file the job needs is missing: {missing}; restore it (or register the dataset again) and resubmit"
-    if isinstance(exc, DatasetError):
-        return f"the dataset cannot be used: {exc}"
-    if isinstance(exc, ConfigError):
-        return f"invalid configuration: {exc}"
-    if isinstance(exc, InvalidGenotype | InvalidArchitecture | UnknownOp):
-        return f"invalid architecture: {exc}"
-    if isinstance(exc, TrainingDiverged | JobRejected | CheckpointError):
-        return str(exc)
-    return None
 
 
 def run_job(
@@ -252,27 +200,6 @@ def _run_engine(plan: JobPlan, callbacks: Callbacks) -> Any:
     return run_retrain(plan.data_path, plan.architecture, plan.config, plan.out_dir, **common)
 
 
-BUNDLE, ONNX = "bundle.zip", "model.onnx"
-
-
-def package_model(plan: JobPlan, store: ArtifactStore) -> list[Output]:
-    """A retrain's ``bundle.zip`` (and ``model.onnx`` when the export passed its parity check).
-
-    Never fails the job: an ONNX failure is recorded in the bundle's model card, and a
-    bundle that cannot be made at all is logged and left out.
-    """
-    if plan.kind is not JobKind.RETRAIN:
-        return []
-    bundle, onnx = plan.out_dir / BUNDLE, plan.out_dir / ONNX
-    try:
-        make_bundle(plan.out_dir / retrain_engine.BEST, bundle, onnx_out=onnx)
-    except Exception:  # packaging is a convenience: the trained model is published without it
-        log.exception("job %s: the model bundle could not be made; the job succeeds without it", plan.job_id)
-        return []
-    made = [(BUNDLE, ArtifactKind.BUNDLE)] + ([(ONNX, ArtifactKind.ONNX)] if onnx.exists() else [])
-    return [Output(name, kind, store.put_file(plan.job_id, name, plan.out_dir / name, kind)) for name, kind in made]
-
-
 def _already(session: Session, control: JobControl, status: JobStatus) -> bool:
     """True if our job is already ``status``: a try whose commit reached the database before
     the connection broke (``finish_job`` keeps the worker id)."""
@@ -311,25 +238,11 @@ def _stopped(control: JobControl, settings: Settings, enqueue: Callable[[str, st
 
 
 def _hand_back(control: JobControl, enqueue: Callable[[str, str], None] | None) -> bool:
-    """Put our running job straight back in the queue, without spending one of its attempts.
-
-    One conditional UPDATE, like every state change in ``store.jobs`` (where it belongs as
-    ``release_job``; it lives here until the store has one): only our own running job
-    with no cancel request moves, so it races safely with a cancel or a reaper.
-    """
-    now = utcnow()
-    stmt = (
-        update(Job)
-        .where(Job.id == control.job_id, Job.status == JobStatus.RUNNING.value,
-               Job.worker_id == control.worker_id, Job.cancel_requested.is_(False))
-        .values(status=JobStatus.QUEUED.value, worker_id=None, lease_expires_at=None,
-                attempt=Job.attempt - 1, queued_at=now, updated_at=now)
-        .returning(Job.kind)
-        .execution_options(synchronize_session=False)
-    )
+    """Put our running job straight back in the queue, without spending one of its attempts
+    (``store.jobs.release_job``), and send its message again."""
     def release() -> str | None:
         with session_scope(control.sessions) as session:
-            return session.scalars(stmt).one_or_none()
+            return release_job(session, control.job_id, control.worker_id)
 
     kind = retry_db(f"job {control.job_id}: handing it back", release)
     if kind is None:

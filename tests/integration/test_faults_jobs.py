@@ -42,8 +42,8 @@ from tests.integration.faults_support import (
     wait_finished,
 )
 from worker.dispatch import enqueue_job
+from worker.failures import failure_message
 from worker.plan import JobPlan
-from worker.runner import failure_message
 
 pytestmark = pytest.mark.integration
 

@@ -14,6 +14,7 @@ from store.jobs import (
     get_job,
     reap_expired_leases,
     record_progress,
+    release_job,
     renew_lease,
     request_cancel,
     stale_queued_jobs,
@@ -156,6 +157,25 @@ def test_cancel_running_sets_flag_and_stops_renewal(session: Session, owner) -> 
     assert get_job(session, job.id).status == "cancelled"
     assert request_cancel(session, job.id).status == "cancelled"  # finished jobs stay as they are
     assert request_cancel(session, "job_missing") is None
+
+
+def test_release_hands_our_running_job_back_without_spending_an_attempt(session: Session, owner) -> None:
+    job = _job(session, owner)
+    assert claim_job(session, job.id, "w1", 60) is True
+    session.commit()
+    assert release_job(session, job.id, "w2") is None  # not ours
+    assert release_job(session, job.id, "w1") == "search"
+    session.commit()
+    session.refresh(job)
+    assert (job.status, job.worker_id, job.lease_expires_at, job.attempt) == ("queued", None, None, 0)
+    assert release_job(session, job.id, "w1") is None  # queued now: nothing to release
+
+    assert claim_job(session, job.id, "w1", 60) is True
+    request_cancel(session, job.id)
+    session.commit()
+    assert release_job(session, job.id, "w1") is None  # a cancel request wins over a hand-back
+    session.refresh(job)
+    assert job.status == "running" and job.cancel_requested
 
 
 def test_reaper_requeues_then_fails_at_the_attempt_limit(session: Session, owner) -> None:

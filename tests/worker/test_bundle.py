@@ -68,6 +68,6 @@ def test_a_bundle_that_cannot_be_made_is_left_out_and_the_job_succeeds(sessions,
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("worker.runner.make_bundle", broken)
+    monkeypatch.setattr("worker.results.make_bundle", broken)
     rows, _, _ = _retrain(sessions, owner, settings)
     assert sorted(rows) == ["best.pt", "final.pt", "job.log", "metrics.json"]

@@ -304,8 +304,8 @@ def test_reaper_resends_stale_queued_jobs_unless_their_message_waits(owner, sess
 def test_failures_a_person_can_fix_get_a_reason(exc, expected, settings, phantom):
     from nas_core.config import SearchConfig
     from store.models import JobKind
+    from worker.failures import failure_message
     from worker.plan import JobPlan
-    from worker.runner import failure_message
 
     plan = JobPlan("job_x", "usr_x", JobKind.SEARCH, "ds_x", phantom, None, SearchConfig.from_dict(TINY_SEARCH),
                    None, work_dir(settings, "job_x"), settings.artifact_dir / "cache")
