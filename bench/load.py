@@ -62,16 +62,12 @@ import math
 import os
 import platform
 import random
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -81,13 +77,26 @@ if str(ROOT) not in sys.path:
 
 import httpx  # noqa: E402
 
-PG_URL = os.environ.get("THRIFTY_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-REDIS_BASE = os.environ.get("THRIFTY_BENCH_REDIS_BASE", "redis://127.0.0.1:6379")
-REDIS_DBS = (7, 8, 6, 5, 4, 3, 2, 1)  # 7 first; never 0 (others' default) nor 10 (the API tests')
-CLAIM_KEY = "thrifty-integration-claim"
+from bench.stack import (  # noqa: E402
+    QUEUE,
+    READY_TIMEOUT_S,
+    BenchError,
+    Stack,
+    free_port,
+    install_signal_handlers,
+    log,
+    make_home,
+    percentile,
+    proc_cpu_s,
+    register_phantom,
+    remove_tree,
+    service_stack,
+    stop_children,
+    wait_for,
+    wait_healthy,
+)
+
 PEPPER = "bench-load-pepper"
-QUEUE = "gpu"
-READY_TIMEOUT_S = 120.0
 REQUEST_TIMEOUT_S = 10.0
 SEARCH = {"epochs": 1, "warmup_epochs": 0, "image_size": 16, "batch_size": 2, "channels": 4, "k": 1, "depth": 2,
           "nodes": 1}
@@ -96,217 +105,7 @@ GOAL_P99_MS = 100.0
 JITTER = float(os.environ.get("THRIFTY_BENCH_JITTER", "0.2"))  # each pause is interval x U(0.8, 1.2)
 
 
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-class BenchError(RuntimeError):
-    pass
-
-
-class Terminated(BaseException):
-    """SIGTERM / SIGHUP: unwind like Ctrl-C, so every cleanup runs."""
-
-
-def _on_signal(signum: int, _frame: Any) -> None:
-    raise Terminated(f"signal {signal.Signals(signum).name}")
-
-
-def percentile(values: list[float], p: float) -> float | None:
-    """Nearest-rank percentile (p in 0..100); None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered), max(1, math.ceil(p / 100 * len(ordered)))) - 1]
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.5,
-             on_timeout: Callable[[], str] | None = None) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise BenchError(f"timed out after {timeout:.0f}s waiting for {what}"
-                             + (f"\n{on_timeout()}" if on_timeout else ""))
-        time.sleep(interval)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-# -- the throwaway stack ---------------------------------------------------------------------------
-
-
-@dataclass
-class Child:
-    name: str
-    process: subprocess.Popen
-    log_path: Path
-
-    def tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return f"(no log for {self.name})"
-        return f"--- last lines of {self.name}'s log ---\n" + "\n".join(text.splitlines()[-lines:])
-
-    def stop(self, grace_s: float = 20.0) -> None:
-        """SIGTERM to its own process group, SIGKILL after ``grace_s`` (only processes this script started)."""
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=30)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signal.SIGKILL)  # a grandchild left in its group
-
-
-@dataclass
-class Stack:
-    home: Path
-    database_url: str
-    redis_db: int
-    env: dict[str, str]
-    sessions: Any
-    api_url: str = ""
-    children: dict[str, Child] = field(default_factory=dict)
-    user_id: str = ""
-    key: str = ""
-    dataset_id: str = ""
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.key}"}
-
-    def process_env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("THRIFTY_")}
-        return {**env, **self.env, "PYTHONUNBUFFERED": "1"}
-
-    def tails(self) -> str:
-        return "\n".join(child.tail() for child in self.children.values())
-
-    def pids(self) -> dict[str, int | None]:
-        """The API's and the worker's process ids (embedded: ``up`` serves the API and started the worker)."""
-        if "up" in self.children:
-            up = self.children["up"].process.pid
-            return {"api": up, "worker": next(iter(child_pids(up)), None)}
-        return {"api": self.children["uvicorn"].process.pid, "worker": self.children["worker"].process.pid}
-
-    def start(self, name: str, argv: list[str]) -> Child:
-        log_path = self.home / "logs" / f"{name}.log"
-        with log_path.open("w") as out:
-            proc = subprocess.Popen(argv, cwd=ROOT, env=self.process_env(), stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
-        child = Child(name, proc, log_path)
-        self.children[name] = child
-        return child
-
-
-@contextlib.contextmanager
-def redis_database() -> Iterator[Any]:
-    """A Redis database of this run alone (claimed with NX), flushed at start and end."""
-    import redis
-
-    try:
-        redis.Redis.from_url(f"{REDIS_BASE}/0", socket_connect_timeout=3).ping()
-    except Exception as exc:  # any failure to connect means "no server here"
-        raise BenchError(f"Redis at {REDIS_BASE} is unreachable: {exc.__class__.__name__}: {exc}") from None
-    token = uuid.uuid4().hex
-    for number in REDIS_DBS:
-        client = redis.Redis.from_url(f"{REDIS_BASE}/{number}", socket_connect_timeout=3)
-        if client.set(CLAIM_KEY, token, nx=True, ex=3 * 3600):
-            break
-        client.close()
-    else:
-        raise BenchError(f"every Redis database in {REDIS_DBS} is claimed ({CLAIM_KEY}); try again later")
-    client.flushdb()
-    client.set(CLAIM_KEY, token, ex=3 * 3600)
-    log(f"Redis database {number} claimed and flushed")
-    try:
-        yield number, client
-    finally:
-        with contextlib.suppress(Exception):
-            client.flushdb()  # drops the claim too
-        client.close()
-        log(f"Redis database {number} flushed and released")
-
-
-@contextlib.contextmanager
-def postgres_database() -> Iterator[str]:
-    """A new database migrated to head; dropped (its connections too) at the end."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    from store import migrate
-
-    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
-    try:
-        with admin.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except Exception as exc:  # any failure to connect means "no server here"
-        admin.dispose()
-        raise BenchError(f"PostgreSQL at {make_url(PG_URL).render_as_string()} is unreachable: {exc}") from None
-    name = f"thrifty_load_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    log(f"PostgreSQL database {name} created")
-    try:
-        url = make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-        migrate.upgrade(url)
-        yield url
-    finally:
-        try:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            log(f"PostgreSQL database {name} dropped")
-        finally:
-            admin.dispose()
-
-
-def _start_api(stack: Stack) -> None:
-    port = _free_port()
-    stack.api_url = f"http://127.0.0.1:{port}"
-    api = stack.start("uvicorn", [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1",
-                                  "--port", str(port), "--log-level", "warning"])
-    _wait_healthy(stack, api, "the API server")
-    log(f"API up at {stack.api_url} (pid {api.process.pid})")
-
-
-def _wait_healthy(stack: Stack, child: Any, what: str) -> None:
-    """Wait until ``stack.api_url`` answers /healthz; fail at once (with its log) if ``child`` exits."""
-
-    def healthy() -> bool:
-        if child.process.poll() is not None:
-            raise BenchError(f"{what} exited with {child.process.returncode}\n{child.tail()}")
-        try:
-            return httpx.get(f"{stack.api_url}/healthz", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    wait_for(healthy, READY_TIMEOUT_S, f"{what} to answer /healthz", on_timeout=child.tail)
-
-
-def _start_worker(stack: Stack) -> None:
-    from cli.service import celery_worker_argv
-
-    worker = stack.start("worker", celery_worker_argv("load@%h", QUEUE))
-
-    def ready() -> bool:
-        if worker.process.poll() is not None:
-            raise BenchError(f"the worker exited with {worker.process.returncode}\n{worker.tail()}")
-        return " ready." in worker.log_path.read_text(errors="replace")
-
-    wait_for(ready, READY_TIMEOUT_S, "the worker to be ready", on_timeout=worker.tail)
-    log(f"worker ready (pid {worker.process.pid})")
+# -- the throwaway stacks --------------------------------------------------------------------------
 
 
 def _stop_pid(pid: int, expected: str, grace_s: float = 20.0) -> None:
@@ -331,41 +130,28 @@ def _stop_pid(pid: int, expected: str, grace_s: float = 20.0) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-def child_pids(parent: int) -> list[int]:
-    """Processes whose parent is ``parent`` (from /proc)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == parent:
-                    found.append(int(entry.name))
-    return sorted(found)
-
-
 @contextlib.contextmanager
 def embedded_stack() -> Iterator[Stack]:
     """``thrifty-nas up`` on a temp home with the phantom registered and a user's key; torn down whatever happens."""
     from nas_core.data import make_phantom_dataset
 
     with contextlib.ExitStack() as cleanup:
-        home = Path(tempfile.mkdtemp(prefix="thrifty-bench-embedded-"))
-        cleanup.callback(lambda: (shutil.rmtree(home, ignore_errors=True), log(f"removed {home}")))
-        for folder in ("data", "logs"):
-            (home / folder).mkdir()
+        home = make_home("thrifty-bench-embedded-")
+        cleanup.callback(remove_tree, home)
         # nothing else: the embedded defaults (SQLite file and filesystem broker under the home)
         env = {"THRIFTY_HOME": str(home), "THRIFTY_DATA_ROOTS": str(home / "data")}
         stack = Stack(home, f"sqlite:///{home / 'thrifty.db'}", -1, env, None)
         try:
             make_phantom_dataset(home / "data" / "phantom", num_cases=4, image_size=32, depth=1, num_classes=3,
                                  seed=0)
-            port = _free_port()
+            port = free_port()
             stack.api_url = f"http://127.0.0.1:{port}"
             workers: list[int] = []  # up stops its worker; in case a version of up does not (after up: LIFO)
             cleanup.callback(lambda: [_stop_pid(pid, "celery") for pid in workers])
-            cleanup.callback(_stop_children, stack)
+            cleanup.callback(stop_children, stack)
             up = stack.start("up", [sys.executable, "-m", "cli.main", "up", "--port", str(port)])
 
-            _wait_healthy(stack, up, "`thrifty-nas up`")
+            wait_healthy(stack, up, "`thrifty-nas up`")
             worker_pid = stack.pids()["worker"]
             workers.extend([worker_pid] if worker_pid is not None else [])
             log(f"thrifty-nas up serving at {stack.api_url} (pid {up.process.pid}, its worker {worker_pid}, "
@@ -375,11 +161,7 @@ def embedded_stack() -> Iterator[Stack]:
             if created.returncode != 0:
                 raise BenchError(f"thrifty-nas keys create: {created.stderr}")
             stack.key = created.stdout.strip().splitlines()[-1]
-            answer = httpx.post(f"{stack.api_url}/v1/datasets", json={"name": "phantom", "path": "phantom"},
-                                headers=stack.headers, timeout=60)
-            if answer.status_code != 201:
-                raise BenchError(f"registering the phantom dataset: {answer.status_code} {answer.text}")
-            stack.dataset_id = answer.json()["id"]
+            register_phantom(stack)
             yield stack
         except BaseException:
             log("the benchmark stopped early; logs:\n" + stack.tails())
@@ -389,74 +171,10 @@ def embedded_stack() -> Iterator[Stack]:
             log("cleaning up (thrifty-nas up and its worker, temp home)")
 
 
-def _cancel_live_jobs(stack: Stack) -> None:
-    """Jobs left queued or running (an interrupted run) are cancelled before the worker stops."""
-    from sqlalchemy import select
-
-    from store.db import session_scope
-    from store.jobs import request_cancel
-    from store.models import Job, JobStatus
-
-    with contextlib.suppress(Exception), session_scope(stack.sessions) as session:
-        live = [JobStatus.QUEUED.value, JobStatus.RUNNING.value]
-        for job_id in session.scalars(select(Job.id).where(Job.status.in_(live))).all():
-            request_cancel(session, job_id)
-
-
-def _stop_children(stack: Stack) -> None:
-    """Every process this script started, the last started first; each checked gone."""
-    for child in reversed(list(stack.children.values())):
-        child.stop()
-        log(f"{child.name} stopped (exit {child.process.returncode})")
-
-
-@contextlib.contextmanager
-def load_stack() -> Iterator[tuple[Stack, Any]]:
-    """The whole stack; torn down in reverse order whatever happens. Yields (stack, redis client)."""
-    from nas_core.data import make_phantom_dataset
-    from store.db import make_engine, make_sessionmaker, session_scope
-    from store.users import create_user_with_key
-
-    with contextlib.ExitStack() as cleanup:
-        home = Path(tempfile.mkdtemp(prefix="thrifty-bench-load-"))
-        cleanup.callback(lambda: (shutil.rmtree(home, ignore_errors=True), log(f"removed {home}")))
-        redis_db, redis_client = cleanup.enter_context(redis_database())
-        database_url = cleanup.enter_context(postgres_database())
-        for folder in ("artifacts", "data", "logs"):
-            (home / folder).mkdir()
-        env = {
-            "THRIFTY_HOME": str(home),
-            "THRIFTY_DATABASE_URL": database_url,
-            "THRIFTY_BROKER_URL": f"{REDIS_BASE}/{redis_db}",
-            "THRIFTY_ARTIFACT_DIR": str(home / "artifacts"),
-            "THRIFTY_DATA_ROOTS": str(home / "data"),
-            "THRIFTY_API_KEY_PEPPER": PEPPER,
-        }
-        engine = make_engine(database_url)
-        cleanup.callback(engine.dispose)
-        stack = Stack(home, database_url, redis_db, env, make_sessionmaker(engine))
-        try:
-            with session_scope(stack.sessions) as session:
-                user, stack.key = create_user_with_key(session, f"load-{uuid.uuid4().hex[:8]}", pepper=PEPPER)
-                stack.user_id = user.id
-            make_phantom_dataset(home / "data" / "phantom", num_cases=4, image_size=16, depth=1, num_classes=3,
-                                 seed=0)
-            cleanup.callback(_stop_children, stack)  # after the jobs are cancelled (LIFO)
-            cleanup.callback(_cancel_live_jobs, stack)
-            _start_api(stack)
-            _start_worker(stack)
-            answer = httpx.post(f"{stack.api_url}/v1/datasets", json={"name": "phantom", "path": "phantom"},
-                                headers=stack.headers, timeout=60)
-            if answer.status_code != 201:
-                raise BenchError(f"registering the phantom dataset: {answer.status_code} {answer.text}")
-            stack.dataset_id = answer.json()["id"]
-            yield stack, redis_client
-        except BaseException:
-            log("the benchmark stopped early; logs:\n" + stack.tails())
-            raise
-        finally:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
-            log("cleaning up (jobs, processes, database, Redis, temp dir)")
+def load_stack() -> contextlib.AbstractContextManager[Stack]:
+    """bench.stack's throwaway stack: database ``thrifty_load_<random>``, a 4-case 16x16 phantom, uvicorn
+    logging warnings only."""
+    return service_stack("load", PEPPER, phantom_cases=4, phantom_size=16, uvicorn_args=("--log-level", "warning"))
 
 
 # -- 1. burst ------------------------------------------------------------------------------------
@@ -592,15 +310,6 @@ def server_side(before: dict[float, float], after: dict[float, float]) -> dict[s
             "share_under_100ms": round(under / total, 4)}
 
 
-def proc_cpu_s(pid: int) -> float | None:
-    """utime + stime of process ``pid`` (all its threads), in seconds."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 # -- 3. drain and checks -------------------------------------------------------------------------
 
 
@@ -618,7 +327,7 @@ def _job_rows(stack: Stack) -> list[Any]:
         return [row._asdict() for row in rows]
 
 
-def drain(stack: Stack, redis_client: Any, ids: list[str], timeout: float, since: float) -> dict[str, Any]:
+def drain(stack: Stack, ids: list[str], timeout: float, since: float) -> dict[str, Any]:
     terminal = {"succeeded", "failed", "cancelled"}
     last_report = [0.0]
 
@@ -650,7 +359,7 @@ def drain(stack: Stack, redis_client: Any, ids: list[str], timeout: float, since
         and len({r["idempotency_key"] for r in rows}) == len(rows),
         "all_succeeded": by_status.get("succeeded", 0) == len(ids),
         "each_ran_once": all(r["attempt"] == 1 for r in rows),
-        "queue_empty": int(redis_client.llen(QUEUE)) == 0,
+        "queue_empty": int(stack.redis.llen(QUEUE)) == 0,
     }
     errors = sorted({r["error"] for r in rows if r["error"]})[:5]
     return {
@@ -717,7 +426,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                    "interval_s": args.interval, "idle_seconds": args.idle_seconds, "search": SEARCH},
     }
     started = time.monotonic()
-    with load_stack() as (stack, redis_client):
+    with load_stack() as stack:
         log(f"burst: {args.burst} submits over {args.clients} connections")
         burst_at = time.monotonic()
         result["burst"] = asyncio.run(burst(stack, args.burst, args.clients))
@@ -728,7 +437,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         log(f"polling while the worker drains the burst: {args.clients} clients for {args.seconds:.0f}s, "
             f"every {args.interval}s each")
         result["poll"] = measured_poll(stack, ids, args.clients, args.seconds, args.interval)
-        result["drain"] = drain(stack, redis_client, ids, args.drain_timeout, burst_at)
+        result["drain"] = drain(stack, ids, args.drain_timeout, burst_at)
         log(f"drain: {result['drain']['by_status']} after {result['drain']['drain_s']:.0f}s")
         if args.idle_seconds > 0:
             log(f"polling again with the worker idle: {args.clients} clients for {args.idle_seconds:.0f}s")
@@ -880,8 +589,7 @@ def main(argv: list[str] | None = None) -> int:
         args.idle_seconds = args.seconds
     if args.clients < 1 or args.burst < 1 or args.seconds <= 0 or args.interval < 0 or args.idle_seconds < 0:
         parser.error("--clients and --burst must be >= 1, --seconds > 0, --interval and --idle-seconds >= 0")
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGHUP, _on_signal)
+    install_signal_handlers()
     try:
         result = run_embedded(args) if args.embedded else run(args)
     except BenchError as exc:

@@ -2,18 +2,17 @@
 
 ``parse_range`` returns ``None`` to serve the whole file (no Range header, another unit,
 several ranges, or an ``If-Range`` that no longer matches) or the half-open ``(start, end)``
-to serve with 206; a malformed or unsatisfiable bytes range is refused with 416.
+to serve with 206; a malformed or unsatisfiable bytes range is refused with the API's JSON 416.
+The route checks the header with it before Starlette's ``FileResponse`` serves the bytes: that
+one answers a malformed range with a plain-text 400 and several ranges with a multipart body.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from pathlib import Path
 
 from api.errors import RangeNotSatisfiable
 
-CHUNK = 256 * 1024
 ASCII_DIGITS = re.compile(r"[0-9]+")
 
 
@@ -51,16 +50,3 @@ def parse_range(header: str | None, size: int, if_range: str | None = None, etag
     if start >= size or (last and int(last) < start):
         raise _unsatisfiable(header, size)
     return start, end
-
-
-def file_chunks(path: Path, start: int, end: int) -> Iterator[bytes]:
-    """Bytes ``start:end`` of ``path`` in chunks (run by Starlette in a thread)."""
-    with open(path, "rb") as f:
-        f.seek(start)
-        left = end - start
-        while left > 0:
-            chunk = f.read(min(CHUNK, left))
-            if not chunk:
-                break
-            left -= len(chunk)
-            yield chunk
