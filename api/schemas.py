@@ -71,7 +71,10 @@ class DatasetRegister(_In):
     name: Name = Field(description="unique among your datasets")
     path: str = Field(min_length=1, max_length=4096, json_schema_extra=schema_rule({"pattern": NO_NUL}),
                       description="a folder under a data root (absolute, or relative to the first root); "
-                                  "one that is not there, or not a valid dataset, is refused (422)")
+                                  "or, when the server sets nnUNet_raw to a folder inside the data roots, an "
+                                  "nnU-Net dataset name or id as nnU-Net takes them ('Dataset003_ACDC', '3' or "
+                                  "'003' for nnUNet_raw/Dataset003_ACDC; a folder of that name under a root "
+                                  "wins); one that is not there, or not a valid dataset, is refused (422)")
     format: str | None = Field(None, description="detected if omitted",
                                json_schema_extra=schema_rule({"enum": FORMATS}))
 

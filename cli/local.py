@@ -60,7 +60,7 @@ def resolve_data(value: Path | None) -> Path | None:
     if value is None:
         return None
     from nas_core.data.errors import DatasetError
-    from nas_core.data.readers.nnunet import resolve_dataset_path
+    from nas_core.data.nnunet_ids import resolve_dataset_path  # no image library: a quick start
 
     try:
         return resolve_dataset_path(value)

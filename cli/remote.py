@@ -92,7 +92,8 @@ def _show(obj: Any, as_json: bool, render: Callable[[Any], Any]) -> None:
 @remote_errors
 def datasets_add(
     name: Annotated[str, typer.Argument(help="a name unique among your datasets")],
-    path: Annotated[str, typer.Argument(help="folder on the SERVER, under one of its data roots")],
+    path: Annotated[str, typer.Argument(help="folder on the SERVER, under one of its data roots; or an nnU-Net "
+                                             "dataset name or id (Dataset003_ACDC, 3) if the server sets nnUNet_raw")],
     data_format: RemoteFormatOpt = None,
     url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None, as_json: JsonOpt = False,
 ) -> None:

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from api.errors import Conflict, Unprocessable
 from api.schemas import Name
 from api.services import uploads
-from api.services.paths import resolve_data_path
+from api.services.paths import resolve_dataset_folder
 from api.state import UploadLimits
 from nas_core.data.formats import FORMATS
 from store.datasets import create_dataset, get_dataset_by_name
@@ -128,9 +128,10 @@ def _store(
 def register_path(
     session: Session, settings: Settings, owner_id: str, name: str, raw_path: str, format: str | None
 ) -> Dataset:
-    """Verify and register a folder under the data roots; committed on return."""
+    """Verify and register a folder under the data roots (or an nnU-Net dataset name or id found in
+    ``$nnUNet_raw`` inside them); committed on return."""
     check_format(format)
-    root = resolve_data_path(raw_path, settings.data_roots)
+    root = resolve_dataset_folder(raw_path, settings.data_roots)
     check_name_free(session, owner_id, name)
     report, data = _verify(root, format, relative_to=None)
     dataset = _store(session, owner_id, name, str(root), report, data)

@@ -9,6 +9,10 @@ anywhere inside the folder (a file or a sub-folder) that leads outside all data 
 refuses the whole folder, naming the links. Links that stay inside the roots are
 followed and checked in turn. This is checked at registration; a link planted in the
 folder afterwards (by someone with write access to the data root) is not.
+
+As nnU-Net does, a dataset may also be named by its nnU-Net name or id (``Dataset003_ACDC``,
+``3``) when the server has ``nnUNet_raw`` set to a folder inside the data roots: the folder
+found there passes the same checks as any path.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
 
 from api.errors import Unprocessable
+from nas_core.data.errors import DatasetError
+from nas_core.data.nnunet_ids import RAW_ENV, find_in_raw, reference_kind
 
 
 def _refuse(message: str, roots: Sequence[Path]) -> Unprocessable:
@@ -100,3 +106,47 @@ def _resolve(raw: str, roots: Sequence[Path]) -> Path:
         raise _refuse(f"path {raw!r} holds symlinks that lead outside the data roots: {named}{more}; "
                       f"copy those files under a data root instead", roots)
     return real
+
+
+def resolve_dataset_folder(raw: str, roots: Sequence[Path]) -> Path:
+    """:func:`resolve_data_path`, where ``raw`` may also be an nnU-Net dataset name or id.
+
+    A folder of that name under a root wins (as on the command line); otherwise the name or id is
+    looked up in ``$nnUNet_raw``, which must lie inside the roots, and what it finds is checked
+    like any path (so a link there cannot lead out of the roots).
+    """
+    single = len(PurePosixPath(raw).parts) == 1 and not {"\\", "\x00"} & set(raw)  # NUL: refused below
+    kind = reference_kind(raw) if single else None
+    try:
+        if kind is None or any((root / raw).exists() for root in roots):
+            return resolve_data_path(raw, roots)
+        found = _nnunet_folder(raw, kind, roots)
+    except OSError as exc:
+        raise _refuse(f"path {raw[:200]!r} cannot be read on the server: {exc.strerror or exc}", roots) from None
+    try:
+        return resolve_data_path(str(found), roots)
+    except Unprocessable as exc:
+        raise _refuse(f"{raw!r} names the nnU-Net dataset {found}, but {exc.message}", roots) from None
+
+
+def _nnunet_folder(raw: str, kind: str, roots: Sequence[Path]) -> Path:
+    """The folder of ``$nnUNet_raw`` that the nnU-Net name or id ``raw`` names; refusals say what to fix."""
+    missing = f"path {raw!r} does not exist under the data roots"
+    configured = os.environ.get(RAW_ENV, "").strip()
+    if not configured:
+        raise _refuse(f"{missing}; it looks like an nnU-Net dataset {kind}, but this server has no {RAW_ENV} "
+                      f"folder set: give the dataset's folder under a data root (or have the administrator set "
+                      f"{RAW_ENV} to an nnU-Net raw folder inside the data roots)", roots)
+    folder = Path(os.path.realpath(Path(configured).expanduser()))
+    if not any(_inside(folder, Path(os.path.realpath(root))) for root in roots):
+        raise _refuse(f"{missing}, and nnU-Net dataset {kind}s are not looked up: this server's {RAW_ENV} "
+                      f"folder is outside its data roots (the administrator must add it to them); give the "
+                      f"dataset's folder under a data root", roots)
+    if not folder.is_dir():
+        raise _refuse(f"{missing}, and this server's {RAW_ENV} ({folder}) is not a folder, so nnU-Net dataset "
+                      f"{kind}s cannot be looked up; give the dataset's folder under a data root", roots)
+    try:
+        return find_in_raw(raw, folder)
+    except DatasetError as exc:
+        raise _refuse(f"{exc}; give a dataset found there (its name or number), or a folder under the data roots",
+                      roots) from None

@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from nas_core.data.errors import DatasetError
+from nas_core.data.nnunet_ids import resolve_dataset_path
 from nas_core.data.readers.base import Reader, modality_from_names
 from nas_core.data.readers.chaos_ct import ChaosCTReader
 from nas_core.data.readers.folder2d import Folder2DReader
-from nas_core.data.readers.nnunet import NnUNetReader, resolve_dataset_path
+from nas_core.data.readers.nnunet import NnUNetReader
 from nas_core.data.readers.promise12 import Promise12Reader
 from nas_core.data.spec import DatasetSpec
 

@@ -5,69 +5,26 @@ file per channel (CASE_0000.nii.gz, CASE_0001.nii.gz) and labels {name: id};
 MSD lists cases under "training", stores all channels in one 4D NIfTI and
 labels {"id": name}.
 
-Datasets are also found as nnU-Net finds them (:func:`resolve_dataset_path`): with
-``nnUNet_raw`` set, ``Dataset003_ACDC``, ``3`` or ``003`` name ``$nnUNet_raw/Dataset003_ACDC``.
+Datasets are also found as nnU-Net finds them (:func:`resolve_dataset_path`, defined in the
+torch-free ``nas_core.data.nnunet_ids``): with ``nnUNet_raw`` set, ``Dataset003_ACDC``, ``3`` or
+``003`` name ``$nnUNet_raw/Dataset003_ACDC``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 from nas_core.data.errors import DatasetError
 from nas_core.data.imageio import read_sitk_size, suffix_of
+from nas_core.data.nnunet_ids import resolve_dataset_path as resolve_dataset_path  # its old home
 from nas_core.data.readers.base import Reader, modality_from_names
 from nas_core.data.spec import Case, DatasetSpec
 
 log = logging.getLogger(__name__)
-
-
-RAW_ENV = "nnUNet_raw"
-_DATASET_NAME = re.compile(r"^Dataset(\d{3})_.+$")
-
-
-def resolve_dataset_path(value: str | Path) -> Path:
-    """The dataset folder ``value`` names: a path as given, or an nnU-Net dataset name or id.
-
-    A path that exists wins. Otherwise, with ``nnUNet_raw`` set, ``Dataset003_ACDC`` is
-    ``$nnUNet_raw/Dataset003_ACDC`` and ``3`` or ``003`` the one ``Dataset003_*`` folder there
-    (nnU-Net's ids are 3 digits). DatasetError names what was looked for, and where, when
-    nothing or more than one folder matches. Anything else comes back unchanged, so that the
-    caller's "does not exist" names the path the user typed.
-    """
-    path = Path(value)
-    text = str(value).strip()
-    by_id, by_name = text.isdigit(), _DATASET_NAME.match(text) is not None
-    if path.exists() or not (by_id or by_name):
-        return path
-    raw = os.environ.get(RAW_ENV)
-    if not raw:
-        raise DatasetError(f"{text!r} is neither a folder nor findable: it looks like an nnU-Net dataset "
-                           f"{'id' if by_id else 'name'}, but {RAW_ENV} is not set; set {RAW_ENV} to your "
-                           "nnU-Net raw data folder, or pass the dataset's path", path)
-    root = Path(raw).expanduser()
-    if not root.is_dir():
-        raise DatasetError(f"{RAW_ENV}={raw} is not a folder; fix {RAW_ENV} to find dataset {text!r}", root)
-    if by_name:
-        if (root / text).is_dir():
-            return root / text
-        wanted = f"{RAW_ENV}/{text}"
-        matches: list[Path] = []
-    else:
-        wanted = f"{RAW_ENV}/Dataset{int(text):03d}_*"
-        matches = sorted(p for p in root.glob(f"Dataset{int(text):03d}_*") if p.is_dir())
-        if len(matches) == 1:
-            return matches[0]
-    if matches:
-        raise DatasetError(f"dataset id {text} is ambiguous: {len(matches)} folders match {wanted} "
-                           f"({', '.join(p.name for p in matches)}); pass the full name", root)
-    known = sorted(p.name for p in root.iterdir() if p.is_dir() and _DATASET_NAME.match(p.name))
-    raise DatasetError(f"no dataset {text!r}: looked for {wanted} in {root} ({RAW_ENV}); it holds "
-                       f"{', '.join(known) if known else 'no DatasetXXX_Name folder'}", root)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
