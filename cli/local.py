@@ -204,6 +204,10 @@ def search(
                                ) = None,
     latency_target_ms: search_opt("latency_target_ms", float, help="latency the term is relative to",
                                   none="uniform weights' latency") = None,
+    latency_channels: search_opt("latency_channels", help="width the latency table is measured at "
+                                 "(the retrain's)", none="channels") = None,
+    latency_image_size: search_opt("latency_image_size", help="square frame side the latency table is "
+                                   "measured at (the retrain's)", none="the search's frame") = None,
     max_params: search_opt("max_params", help="parameter budget the derived genotype must respect",
                            none="no budget") = None,
     steps_per_epoch: StepsOpt = None,
@@ -228,6 +232,7 @@ def search(
                             device=device, time_budget_minutes=time_budget_minutes, eval_every=eval_every,
                             augmentation=augmentation, deep_supervision=deep_supervision,
                             latency_weight=latency_weight, latency_target_ms=latency_target_ms, max_params=max_params,
+                            latency_channels=latency_channels, latency_image_size=latency_image_size,
                             val_cases=_val_cases(data, val_cases, fold), test_cases=_cases(test_cases))
     _require_dir(data)
     with ProgressBar("search", quiet=as_json) as bar:

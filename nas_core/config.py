@@ -107,6 +107,10 @@ class SearchConfig(_Config):
     # (0: off); the target defaults to the expected latency of uniform architecture weights.
     latency_weight: float = 0.0
     latency_target_ms: float | None = None
+    # Where the latency table is measured: the width and square frame side the found network will
+    # run at (the retrain's, when it differs from the search's); None: the search's own.
+    latency_channels: int | None = None
+    latency_image_size: int | None = None
     # Parameter budget the derived genotype must respect (ops swapped for cheaper ones; None: any).
     max_params: int | None = None
     # Score the architecture half every N epochs (and at the end); the genotype is recorded every epoch.
@@ -154,6 +158,10 @@ class SearchConfig(_Config):
             "latency_weight": (0 <= self.latency_weight <= 100, f"must be in [0, 100], got {self.latency_weight}"),
             "latency_target_ms": (self.latency_target_ms is None or 0 < self.latency_target_ms <= 1e7,
                                   f"must be in (0, 1e7] ms or null, got {self.latency_target_ms}"),
+            "latency_channels": (self.latency_channels is None or 4 <= self.latency_channels <= 256,
+                                 f"must be between 4 and 256 or null, got {self.latency_channels}"),
+            "latency_image_size": (self.latency_image_size is None or 16 <= self.latency_image_size <= 2048,
+                                   f"must be between 16 and 2048 or null, got {self.latency_image_size}"),
             "eval_every": (1 <= self.eval_every <= 10_000, f"must be between 1 and 10000, got {self.eval_every}"),
             "early_stop_patience": (self.early_stop_patience is None or 1 <= self.early_stop_patience <= 10_000,
                                     f"must be between 1 and 10000 or null, got {self.early_stop_patience}"),

@@ -82,7 +82,9 @@ class _Search:
         self.augment = make_augmenter(config)
         self.latency = None
         if config.latency_weight > 0:  # measured once per device kind and size, then read from the cache
-            table = latency_table(config.channels, config.depth, data.frame.size, self.device,
+            # at the width and size the found network will run at, which may not be the search's
+            table = latency_table(config.latency_channels or config.channels, config.depth,
+                                  config.latency_image_size or data.frame.size, self.device,
                                   cache_dir=(cache_dir or out_dir) / "latency")
             self.latency = LatencyLoss(table, config.depth, config.nodes, config.latency_weight,
                                        config.latency_target_ms)

@@ -114,6 +114,8 @@ RANGES: dict[type, dict[str, dict[str, Any]]] = {
         "max_params": {"minimum": 1_000, "maximum": 10**9},
         "latency_weight": {"minimum": 0, "maximum": 100},
         "latency_target_ms": {"exclusiveMinimum": 0, "maximum": 1e7},
+        "latency_channels": {"minimum": 4, "maximum": 256},
+        "latency_image_size": {"minimum": 16, "maximum": 2048},
         "eval_every": {"minimum": 1, "maximum": 10_000},
         "early_stop_patience": {"minimum": 1, "maximum": 10_000},
     },

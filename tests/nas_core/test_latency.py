@@ -98,3 +98,25 @@ def test_a_latency_aware_search_records_its_table_and_the_found_network_s_cost(t
     assert summary["genotype_params"] <= 20_000 and summary["genotype_latency_ms"] > 0
     assert summary["latency_objective"]["weight"] == 0.5 and summary["latency_objective"]["expected_ms"] > 0
     assert list((tmp_path / "cache" / "latency").glob("latency-*.json"))
+
+
+def test_the_table_is_measured_at_the_width_and_size_the_network_will_run_at(tmp_path, monkeypatch) -> None:
+    import nas_core.search as search_module
+
+    asked = []
+    real = search_module.latency_table
+
+    def spy(channels, depth, size, device, cache_dir=None):
+        asked.append((channels, size))
+        return real(channels, depth, size, device, cache_dir=cache_dir)
+
+    monkeypatch.setattr(search_module, "latency_table", spy)
+    data = make_phantom_dataset(tmp_path / "phantom", num_cases=4, image_size=16, depth=1, num_classes=2, seed=0)
+    common = dict(epochs=1, warmup_epochs=0, image_size=16, batch_size=2, channels=8, k=2, depth=DEPTH,
+                  steps_per_epoch=1, device="cpu", val_fraction=0, latency_weight=0.5)
+    run_search(data, SearchConfig(**common), tmp_path / "own", cache_dir=tmp_path / "cache")
+    run_search(data, SearchConfig(**common, latency_channels=12, latency_image_size=32), tmp_path / "retrain",
+               cache_dir=tmp_path / "cache")
+    assert asked[0][0] == 8 and tuple(asked[0][1]) == (16, 16)  # the search's own width and frame
+    assert asked[1] == (12, 32)  # the retrain's
+    assert len(list((tmp_path / "cache" / "latency").glob("latency-*.json"))) == 2  # one table per width/size
