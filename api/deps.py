@@ -1,4 +1,4 @@
-"""Dependencies as ``Annotated`` aliases: the app state, a session, the caller, owned resources.
+"""Dependencies as ``Annotated`` aliases: the app state, its queue, a session, the caller, owned resources.
 
 Loaders of owned resources (``OwnedJob``, ``OwnedDataset``, ``OwnedGenotype``) answer 404
 both for a missing id and for another user's: existence is never revealed (no 403).
@@ -20,6 +20,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from api.errors import NotFound, Unauthorized
+from api.queue import JobQueue
 from api.state import AppState
 from store.datasets import get_dataset
 from store.history import get_genotype
@@ -46,6 +47,14 @@ async def get_app_settings(state: StateDep) -> Settings:
 
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+
+
+async def get_queue(state: StateDep) -> JobQueue:
+    """The app's queue (``create_app(queue=...)``, else built from the settings): never a module global."""
+    return state.queue
+
+
+QueueDep = Annotated[JobQueue, Depends(get_queue)]
 
 
 async def get_session(state: StateDep) -> AsyncIterator[Session]:

@@ -300,12 +300,17 @@ ERROR_DESCRIPTIONS = {
 }
 
 
+# The body every error has, by reference: ``api.schemas.ErrorResponse``, which ``api.main`` adds to the
+# schema's components. A reference, not the model, keeps this module below ``api.schemas`` (which
+# imports ``api.deps``, which raises these errors): no import circle.
+ERROR_SCHEMA = {"$ref": "#/components/schemas/ErrorResponse"}
+
+
 def error_responses(*statuses: int, auth: bool = True) -> dict[int | str, dict[str, Any]]:
     """``responses=`` for a route: each status documented with the ``ErrorResponse`` schema.
 
     401 (with ``auth``), 422 and 503 are always listed.
     """
-    from api.schemas import ErrorResponse
-
     wanted = sorted({422, 503, *statuses, *([401] if auth else [])})
-    return {status: {"model": ErrorResponse, "description": ERROR_DESCRIPTIONS[status]} for status in wanted}
+    return {status: {"description": ERROR_DESCRIPTIONS[status],
+                     "content": {"application/json": {"schema": ERROR_SCHEMA}}} for status in wanted}

@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.errors import install_error_handlers
 from api.observability import Metrics, RequestContextMiddleware
+from api.queue import JobQueue
 from api.routes import artifacts, datasets, genotypes, health, jobs, me, plots, retrains, searches
 from api.schemas import DatasetRegister, DatasetUpload, ErrorResponse
 from api.state import AppState, UploadLimits
@@ -32,7 +33,8 @@ Authenticate with `Authorization: Bearer <API key>`. Every error body is
 `{"error": {"code", "message", "details", "request_id"}}`.
 """
 
-# Schemas referenced by hand-written request bodies (the dataset route takes JSON or multipart).
+# Schemas referenced by hand-written request bodies (the dataset route takes JSON or multipart)
+# and by every documented error response (``api.errors.ERROR_SCHEMA``).
 EXTRA_SCHEMAS = (DatasetRegister, DatasetUpload, ErrorResponse)
 
 
@@ -63,9 +65,11 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     return app.openapi_schema
 
 
-def create_app(settings: Settings | None = None, *, upload_limits: UploadLimits | None = None) -> FastAPI:
-    """A new application; ``settings`` default to ``store.settings.get_settings()`` read at start-up."""
-    state = AppState(settings, upload_limits)
+def create_app(settings: Settings | None = None, *, upload_limits: UploadLimits | None = None,
+               queue: JobQueue | None = None) -> FastAPI:
+    """A new application; ``settings`` default to ``store.settings.get_settings()`` read at start-up,
+    ``queue`` (where submits go, what ``/readyz`` and ``/metrics`` ask) to ``api.queue.default_queue``."""
+    state = AppState(settings, upload_limits, queue)
     app = FastAPI(
         title="Thrifty NAS",
         version=API_VERSION,

@@ -27,7 +27,6 @@ from starlette.datastructures import MutableHeaders
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import queue
 from api.errors import internal_error_body
 from api.state import AppState
 from store.models import Job, JobKind, JobStatus
@@ -64,7 +63,7 @@ class JobsCollector(Collector):
                 jobs.add_metric([status, kind], count)
         yield jobs
         yield GaugeMetricFamily("thrifty_database_up", "1 if the job count query succeeded", value=database_up)
-        depth = queue.queue_depth()
+        depth = self.state.queue.depth()
         yield GaugeMetricFamily(
             "thrifty_queue_depth", "Messages waiting on the job queue (NaN: unknown)",
             value=math.nan if depth is None else depth,

@@ -1,11 +1,13 @@
-"""The API's view of the job queue: a thin adapter over ``worker.dispatch``.
+"""The API's view of the job queue: a ``JobQueue`` the app is given, not module functions.
 
-``worker.dispatch`` (the Celery side) is imported lazily, on first use, so the API
-imports, serves and tests without Celery loaded. The contract:
+``create_app(settings, queue=...)`` takes one and keeps it on its ``AppState``; routes get it
+through ``api.deps.QueueDep``. Without one, ``default_queue(settings)`` builds it on first use:
 
-* ``enqueue_job(job_id, kind)``: send the job id; called only after the job row is committed.
-* ``broker_reachable(timeout)``: True if the broker answers.
-* ``queue_depth()``: messages waiting, or None if unknown.
+* ``CeleryQueue``: ``worker.dispatch`` (the Celery side), imported by its first call, so the API
+  imports, starts and serves without Celery loaded (tests/api/test_api_imports.py,
+  bench/api_startup.py).
+* ``BrokerOnlyQueue``: where ``worker.dispatch`` is not installed (a web-only install): it sends
+  nothing and checks the broker by itself (a filesystem broker's folders, a Redis ping).
 
 A failed send is logged and swallowed: the job stays ``queued`` in the database, the
 source of truth, and the worker's sweeper re-sends queued jobs whose message was lost.
@@ -13,10 +15,10 @@ source of truth, and the worker's sweeper re-sends queued jobs whose message was
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import logging
 from pathlib import Path
-from types import ModuleType
+from typing import Protocol
 
 from store.settings import Settings
 
@@ -25,33 +27,83 @@ log = logging.getLogger(__name__)
 DISPATCH_MODULE = "worker.dispatch"
 
 
-def _dispatch() -> ModuleType | None:
-    """``worker.dispatch``, or None while it is not installed (the API then degrades, never fails)."""
-    try:
-        return importlib.import_module(DISPATCH_MODULE)
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("worker", DISPATCH_MODULE):
-            raise  # worker.dispatch exists but one of its own imports is missing: a real bug
+class JobQueue(Protocol):
+    """What the API needs of the queue; no method raises."""
+
+    def enqueue(self, job_id: str, kind: str) -> bool:
+        """Send ``job_id`` (only after its row is committed); False, logged, if it could not be sent now."""
+        ...
+
+    def reachable(self, timeout: float = 1.0) -> bool:
+        """True if the broker answers within ``timeout`` seconds."""
+        ...
+
+    def depth(self) -> int | None:
+        """Messages waiting on the job queue, or None if unknown."""
+        ...
+
+
+def _not_sent(job_id: str, why: str) -> bool:
+    log.warning("job %s stays queued: %s; it will be re-sent", job_id, why)
+    return False
+
+
+class CeleryQueue:
+    """``worker.dispatch``; it reads the process settings (``store.settings.get_settings``), as workers do."""
+
+    def enqueue(self, job_id: str, kind: str) -> bool:
+        from worker import dispatch  # lazy: Celery loads with the first message, not with the API
+
+        try:
+            dispatch.enqueue_job(job_id, kind)
+        except Exception as exc:  # the broker is down or refused: the row is committed, the sweeper re-sends
+            return _not_sent(job_id, f"sending its message failed ({exc.__class__.__name__}: {exc})")
+        return True
+
+    def reachable(self, timeout: float = 1.0) -> bool:
+        from worker import dispatch
+
+        try:
+            return bool(dispatch.broker_reachable(timeout=timeout))
+        except Exception as exc:  # any failure to reach it means "not reachable"
+            log.info("broker check failed: %s: %s", exc.__class__.__name__, exc)
+            return False
+
+    def depth(self) -> int | None:
+        from worker import dispatch
+
+        try:
+            return dispatch.queue_depth()
+        except Exception as exc:  # a scrape must not fail because the broker is down
+            log.info("queue depth unknown: %s: %s", exc.__class__.__name__, exc)
+            return None
+
+
+class BrokerOnlyQueue:
+    """No ``worker.dispatch`` here: nothing is sent (the job stays queued), the broker is checked directly."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def enqueue(self, job_id: str, kind: str) -> bool:
+        return _not_sent(job_id, f"{DISPATCH_MODULE} is not installed, no message was sent")
+
+    def reachable(self, timeout: float = 1.0) -> bool:
+        settings = self.settings
+        try:
+            if settings.uses_filesystem_broker:
+                return all(Path(folder).is_dir() for folder in settings.broker_transport_options().values())
+            if settings.broker_url.startswith(("redis://", "rediss://")):
+                return _redis_ping(settings.broker_url, timeout)
+        except Exception as exc:  # any failure to reach it means "not reachable"
+            log.info("broker check failed: %s: %s", exc.__class__.__name__, exc)
+            return False
+        log.info("broker check: no way to check %s without %s", settings.broker_url.split("://")[0],
+                 DISPATCH_MODULE)
+        return False
+
+    def depth(self) -> int | None:
         return None
-
-
-def dispatch_available() -> bool:
-    return _dispatch() is not None
-
-
-def enqueue_job(job_id: str, kind: str) -> bool:
-    """Send ``job_id`` to the workers; False (logged) if it could not be sent now."""
-    dispatch = _dispatch()
-    if dispatch is None:
-        log.warning("job %s stays queued: %s is not installed, no message was sent", job_id, DISPATCH_MODULE)
-        return False
-    try:
-        dispatch.enqueue_job(job_id, kind)
-    except Exception as exc:  # the broker is down or refused: the row is committed, the sweeper re-sends
-        log.warning("job %s stays queued: sending its message failed (%s: %s); it will be re-sent",
-                    job_id, exc.__class__.__name__, exc)
-        return False
-    return True
 
 
 def _redis_ping(url: str, timeout: float) -> bool:
@@ -64,30 +116,14 @@ def _redis_ping(url: str, timeout: float) -> bool:
         client.close()
 
 
-def broker_reachable(settings: Settings, timeout: float = 1.0) -> bool:
-    """True if the broker answers within ``timeout`` seconds."""
-    dispatch = _dispatch()
+def dispatch_installed() -> bool:
+    """Whether ``worker.dispatch`` can be imported; found without importing it (nor Celery)."""
     try:
-        if dispatch is not None:
-            return bool(dispatch.broker_reachable(timeout=timeout))
-        if settings.uses_filesystem_broker:
-            return all(Path(folder).is_dir() for folder in settings.broker_transport_options().values())
-        if settings.broker_url.startswith(("redis://", "rediss://")):
-            return _redis_ping(settings.broker_url, timeout)
-    except Exception as exc:  # any failure to reach it means "not reachable"
-        log.info("broker check failed: %s: %s", exc.__class__.__name__, exc)
+        return importlib.util.find_spec(DISPATCH_MODULE) is not None
+    except ModuleNotFoundError:  # no ``worker`` package at all
         return False
-    log.info("broker check: no way to check %s without %s", settings.broker_url.split("://")[0], DISPATCH_MODULE)
-    return False
 
 
-def queue_depth() -> int | None:
-    """Messages waiting on the job queue, or None if unknown (no dispatch module, broker down)."""
-    dispatch = _dispatch()
-    if dispatch is None:
-        return None
-    try:
-        return dispatch.queue_depth()
-    except Exception as exc:  # a scrape must not fail because the broker is down
-        log.info("queue depth unknown: %s: %s", exc.__class__.__name__, exc)
-        return None
+def default_queue(settings: Settings) -> JobQueue:
+    """The Celery queue where the worker package is installed, else the broker-only one."""
+    return CeleryQueue() if dispatch_installed() else BrokerOnlyQueue(settings)

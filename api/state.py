@@ -1,9 +1,10 @@
-"""What one application instance holds: its settings, its engine and its upload limits.
+"""What one application instance holds: its settings, its engine, its job queue and its upload limits.
 
 Nothing connects at construction. ``start()`` (the lifespan) reads the settings if
 none were given, creates the folders, migrates an embedded SQLite database and
 creates the engine; a request arriving without a lifespan (a bare ``TestClient``)
-starts it on first use.
+starts it on first use. The job queue is the one the app was given, or
+``api.queue.default_queue`` of the settings, built on first use.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.errors import TooManyRequests
+from api.queue import JobQueue, default_queue
 from store import migrate
 from store.db import ensure_sqlite_dir, make_engine, make_sessionmaker
 from store.settings import Settings, get_settings
@@ -46,9 +49,11 @@ class UploadLimits:
 
 
 class AppState:
-    def __init__(self, settings: Settings | None, upload_limits: UploadLimits | None = None) -> None:
+    def __init__(self, settings: Settings | None, upload_limits: UploadLimits | None = None,
+                 queue: JobQueue | None = None) -> None:
         self._settings = settings
         self.upload_limits = upload_limits or UploadLimits()
+        self._queue = queue
         self._engine: Engine | None = None
         self._sessionmaker: sessionmaker[Session] | None = None
         self._lock = threading.Lock()
@@ -57,8 +62,6 @@ class AppState:
     @contextmanager
     def upload_slot(self, user_id: str) -> Iterator[None]:
         """One of the user's ``max_concurrent_per_user`` upload slots; 429 when all are taken."""
-        from api.errors import TooManyRequests
-
         with self._lock:
             if self._uploads.get(user_id, 0) >= self.upload_limits.max_concurrent_per_user:
                 raise TooManyRequests(f"you already have {self._uploads[user_id]} uploads in progress; "
@@ -75,6 +78,12 @@ class AppState:
         if self._settings is None:
             self._settings = get_settings()
         return self._settings
+
+    @property
+    def queue(self) -> JobQueue:
+        if self._queue is None:  # built once the settings are known (a race builds two equal ones: harmless)
+            self._queue = default_queue(self.settings)
+        return self._queue
 
     def start(self) -> None:
         """Folders, embedded migrations and the engine (idempotent, thread-safe)."""

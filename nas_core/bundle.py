@@ -15,12 +15,12 @@ Members:
 
 A bundle is recognised by its content (a zip holding ``model.pt`` and
 ``preprocessing.json``), not its name: ``load_checkpoint``/``load_model`` and
-``thrifty-nas predict --checkpoint`` take one where they take a checkpoint.
+``thrifty-nas predict --checkpoint`` take one where they take a checkpoint. The member names and
+that check live in ``nas_core.bundle_format``, which ``nas_core.checkpoint`` reads bundles with.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import tempfile
@@ -28,6 +28,16 @@ import zipfile
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from nas_core.bundle_format import (
+    CARD_MEMBER,
+    CHECKPOINT_MEMBER,
+    GENOTYPE_MEMBER,
+    MEMBERS,
+    ONNX_MEMBER,
+    PREPROCESSING_MEMBER,
+    REQUIRED,
+    is_bundle,
+)
 from nas_core.checkpoint import CheckpointError, inference_architecture, load_checkpoint, save_checkpoint
 from nas_core.data.frame import Frame
 from nas_core.export import DEFAULT_OPSET, ExportReport, export_checkpoint, preprocessing
@@ -35,41 +45,14 @@ from nas_core.io import atomic_copy, atomic_write
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_MEMBER = "model.pt"
-GENOTYPE_MEMBER = "genotype.json"
-PREPROCESSING_MEMBER = "preprocessing.json"
-ONNX_MEMBER = "model.onnx"
-CARD_MEMBER = "MODEL_CARD.md"
-MEMBERS = (CHECKPOINT_MEMBER, GENOTYPE_MEMBER, PREPROCESSING_MEMBER, ONNX_MEMBER, CARD_MEMBER)
-_REQUIRED = frozenset({CHECKPOINT_MEMBER, PREPROCESSING_MEMBER})
 #: checkpoint entries a bundle leaves out: they only serve resuming the training
 TRAINING_ONLY = ("optimizers", "schedulers", "rng")
-
-
-def is_bundle(path: str | Path) -> bool:
-    """Whether ``path`` is a model bundle (checked by content; a torch checkpoint is a zip too)."""
-    path = Path(path)
-    if not path.is_file() or not zipfile.is_zipfile(path):
-        return False
-    try:
-        with zipfile.ZipFile(path) as zf:
-            return _REQUIRED <= set(zf.namelist())
-    except zipfile.BadZipFile:
-        return False
-
-
-def bundled_checkpoint(path: str | Path) -> io.BytesIO | None:
-    """The checkpoint member of a bundle, in memory; None when ``path`` is not a bundle."""
-    if not is_bundle(path):
-        return None
-    with zipfile.ZipFile(path) as zf:
-        return io.BytesIO(zf.read(CHECKPOINT_MEMBER))
 
 
 def read_member(path: str | Path, name: str) -> bytes:
     """The bytes of one member of a bundle; CheckpointError naming what it holds if absent."""
     if not is_bundle(path):
-        raise CheckpointError(f"{path} is not a model bundle (a zip with {sorted(_REQUIRED)})")
+        raise CheckpointError(f"{path} is not a model bundle (a zip with {sorted(REQUIRED)})")
     with zipfile.ZipFile(path) as zf:
         names = zf.namelist()
         if name not in names:
@@ -87,7 +70,7 @@ def extract_bundle(path: str | Path, dest: str | Path) -> Path:
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     if not is_bundle(path):
-        raise CheckpointError(f"{path} is not a model bundle (a zip with {sorted(_REQUIRED)})")
+        raise CheckpointError(f"{path} is not a model bundle (a zip with {sorted(REQUIRED)})")
     with zipfile.ZipFile(path) as zf:
         for name in set(zf.namelist()) & set(MEMBERS):  # only our flat names: nothing escapes dest
             (dest / name).write_bytes(zf.read(name))

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nas_core.bundle_format import bundled_checkpoint
 from nas_core.io import atomic_write
 
 CHECKPOINT_SCHEMA = 1
@@ -41,8 +42,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
     `path` may also be a model bundle (``nas_core.bundle``): its checkpoint member is read.
     """
-    from nas_core.bundle import bundled_checkpoint
-
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from nas_core.checkpoint import load_model
 from nas_core.data.frame import Frame, as_hw
 from nas_core.io import atomic_write_bytes
 
@@ -254,8 +255,6 @@ def export_checkpoint(checkpoint: Path | str, out: Path | str, image_size: Size 
     checked at first; the graph takes any H and W); the graph stores the preprocessing in its
     metadata under ``thrifty_nas.preprocessing``.
     """
-    from nas_core.checkpoint import load_model
-
     model, meta = load_model(checkpoint, "cpu")
     size = Frame.from_meta(meta).size if image_size is None else as_hw(image_size)
     if min(size) < 1:

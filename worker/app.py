@@ -9,6 +9,11 @@ used: the database is the source of truth for a job's state.
 Every task is declared with :func:`task`, which sets its name (``thrifty.<name>``),
 its queue (a :class:`Queue`) and the bookkeeping shared by all tasks (late acks,
 no stored result, start/finish logging).
+
+This module is the bottom of ``worker``: ``dispatch`` (what the API and the reaper send with)
+imports it, and it imports no other ``worker`` module. The worker process's hooks (start the
+reaper, hand the running job back at shutdown) live in ``worker.tasks``, which every worker
+process imports (``imports`` below) before it is ready.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import Any
 
-from celery import Celery, Task, shared_task, signals
+from celery import Celery, Task, shared_task
 from kombu import Exchange
 from kombu import Queue as KombuQueue
 
@@ -86,8 +91,6 @@ def create_app(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
     app = Celery("thrifty_nas", set_as_current=True)
     app.config_from_object(celery_config(settings))
-    signals.worker_ready.connect(_start_worker_reaper, weak=False, dispatch_uid="thrifty-reaper-start")
-    signals.worker_shutting_down.connect(_on_worker_shutdown, weak=False, dispatch_uid="thrifty-shutdown")
     return app
 
 
@@ -129,15 +132,7 @@ def task(name: str, queue: Queue, **options: Any) -> Callable[[Callable[..., Any
     return decorate
 
 
-# -- worker process hooks (connected when the app is built) ------------------------------
-
-
-def _start_worker_reaper(sender: Any = None, **_: Any) -> None:
-    from worker.reaper import start_reaper
-
-    start_reaper()
-    watch_parent()
-
+# -- the parent watch (started with the reaper by ``worker.tasks``' ready hook) ---------------
 
 PARENT_ENV = "THRIFTY_PARENT_PID"
 
@@ -164,9 +159,3 @@ def watch_parent(interval_s: float = 1.0) -> threading.Thread | None:
     thread = threading.Thread(target=watch, name="thrifty-parent-watch", daemon=True)
     thread.start()
     return thread
-
-
-def _on_worker_shutdown(sender: Any = None, how: str = "", **_: Any) -> None:
-    from worker.runner import request_shutdown
-
-    request_shutdown(f"worker {sender} is shutting down ({how})")

@@ -37,6 +37,7 @@ from store.jobs import reap_expired_leases, stale_queued_jobs
 from store.models import Job
 from store.removal import expire_artifacts, remove_files
 from store.settings import Settings, get_settings
+from worker import dispatch
 from worker.retry import transient
 
 log = logging.getLogger(__name__)
@@ -51,15 +52,11 @@ class SweepResult(NamedTuple):
 
 
 def _default_enqueue(job_id: str, kind: str) -> None:
-    from worker.dispatch import enqueue_job
-
-    enqueue_job(job_id, kind)
+    dispatch.enqueue_job(job_id, kind)
 
 
 def _default_pending() -> set[str] | None:
-    from worker.dispatch import pending_job_ids
-
-    return pending_job_ids()
+    return dispatch.pending_job_ids()
 
 
 class Reaper:

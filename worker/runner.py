@@ -48,6 +48,7 @@ from store.db import get_sessionmaker, session_scope
 from store.jobs import claim_job, finish_job, release_job
 from store.models import Job, JobKind, JobStatus
 from store.settings import Settings, get_settings
+from worker import dispatch
 from worker.callbacks import Chain, JobControl, LeaseKeeper, StopReason, StoreCallbacks
 from worker.failures import failure_message
 from worker.joblog import job_log, register_log
@@ -276,6 +277,4 @@ def remove_partial_checkpoints(out_dir: Path) -> list[Path]:
 
 
 def _default_enqueue(job_id: str, kind: str) -> None:
-    from worker.dispatch import enqueue_job
-
-    enqueue_job(job_id, kind)
+    dispatch.enqueue_job(job_id, kind)

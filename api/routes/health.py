@@ -7,10 +7,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from api import queue
 from api.body import JsonBodyRoute
-from api.deps import StateDep
+from api.deps import QueueDep, StateDep
 from api.errors import Forbidden, ServiceUnavailable, error_responses
+from api.queue import JobQueue
 from api.schemas import Health, Readiness
 from api.state import AppState
 
@@ -34,14 +34,14 @@ def _database(state: AppState) -> str:
     return "ok"
 
 
-def _broker(state: AppState) -> str:
-    return "ok" if queue.broker_reachable(state.settings, timeout=BROKER_TIMEOUT_S) else "unreachable"
+def _broker(queue: JobQueue) -> str:
+    return "ok" if queue.reachable(timeout=BROKER_TIMEOUT_S) else "unreachable"
 
 
 @router.get("/readyz", response_model=Readiness, responses=error_responses(auth=False))
-def readyz(state: StateDep) -> Readiness:
+def readyz(state: StateDep, queue: QueueDep) -> Readiness:
     """Ready to serve: the database and the broker answer (else 503 naming which do not)."""
-    checks = {"database": _database(state), "broker": _broker(state)}
+    checks = {"database": _database(state), "broker": _broker(queue)}
     failing = [name for name, result in checks.items() if result != "ok"]
     if failing:
         raise ServiceUnavailable(f"not ready: {' and '.join(failing)} unreachable", code="not_ready",

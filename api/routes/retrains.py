@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from api.body import JsonBodyRoute
-from api.deps import CurrentUser, IdempotencyKey, SessionDep, SettingsDep
+from api.deps import CurrentUser, IdempotencyKey, QueueDep, SessionDep, SettingsDep
 from api.errors import error_responses
 from api.presenters import submitted
 from api.routes import API_PREFIX
@@ -24,6 +24,7 @@ def submit_retrain(
     user: CurrentUser,
     session: SessionDep,
     settings: SettingsDep,
+    queue: QueueDep,
     idempotency_key: IdempotencyKey = None,
 ) -> JobOut:
     """Queue a retrain of ``architecture``: a genotype id, a succeeded search's genotype, or a baseline."""
@@ -33,6 +34,7 @@ def submit_retrain(
     check_no_leak(session, architecture, dataset, config)
     created = submit(
         session,
+        queue=queue,
         owner_id=user.id,
         kind=JobKind.RETRAIN,
         dataset=dataset,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from api.body import JsonBodyRoute
-from api.deps import CurrentUser, IdempotencyKey, SessionDep, SettingsDep
+from api.deps import CurrentUser, IdempotencyKey, QueueDep, SessionDep, SettingsDep
 from api.errors import error_responses
 from api.presenters import submitted
 from api.routes import API_PREFIX
@@ -24,6 +24,7 @@ def submit_search(
     user: CurrentUser,
     session: SessionDep,
     settings: SettingsDep,
+    queue: QueueDep,
     idempotency_key: IdempotencyKey = None,
 ) -> JobOut:
     """Queue a search on one of your datasets; ``Location`` names the job to poll."""
@@ -31,6 +32,7 @@ def submit_search(
     config = search_config(body.config)
     created = submit(
         session,
+        queue=queue,
         owner_id=user.id,
         kind=JobKind.SEARCH,
         dataset=dataset,

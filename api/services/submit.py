@@ -1,8 +1,8 @@
 """Submitting searches and retrains: check the inputs, resolve the architecture, add the job row.
 
-``submit`` commits the job row, then enqueues (``api.queue.enqueue_job``) a newly created
-job: the message must never reach a worker before the row it names exists, and an
-idempotent replay sends nothing.
+``submit`` commits the job row, then sends a newly created job to the app's queue
+(``api.queue.JobQueue``, given by the route): the message must never reach a worker before
+the row it names exists, and an idempotent replay sends nothing.
 
 A retrain's stored architecture is what ``nas_core.models.build_model`` takes, plus
 where it came from: ``{"genotype": {...}, "genotype_id": "gen_..."}`` (and
@@ -15,8 +15,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from api import queue
 from api.errors import Conflict, NotFound, Unprocessable
+from api.queue import JobQueue
 from api.schemas import ArchitectureIn
 from nas_core.config import ConfigError, RetrainConfig, SearchConfig
 from nas_core.data.errors import DatasetError
@@ -156,6 +156,7 @@ def check_memory(kind: JobKind, config: dict[str, Any], dataset: Dataset, archit
 def submit(
     session: Session,
     *,
+    queue: JobQueue,
     owner_id: str,
     kind: JobKind,
     dataset: Dataset,
@@ -167,7 +168,8 @@ def submit(
     max_memory_bytes: int | None = None,
 ) -> CreatedJob:
     """Check the job's memory estimate against ``max_memory_bytes``, add and commit the queued
-    job (or find the idempotent original), then enqueue a new one."""
+    job (or find the idempotent original), then send a new one to ``queue`` (a failed send
+    leaves it queued: the sweeper re-sends it)."""
     check_memory(kind, config, dataset, architecture, max_memory_bytes)
     created = create_job(
         session,
@@ -182,5 +184,5 @@ def submit(
     )
     session.commit()
     if created.created:
-        queue.enqueue_job(created.job.id, created.job.kind)
+        queue.enqueue(created.job.id, created.job.kind)
     return created

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Form, Path, Request, Response
 from fastapi.responses import RedirectResponse
 from sqlalchemy.orm import Session
 
-from api.deps import SessionDep, SettingsDep
+from api.deps import QueueDep, SessionDep, SettingsDep
 from api.errors import Conflict, NotFound
 from api.schemas import ArchitectureIn
 from api.services.configs import RetrainConfigIn, retrain_config
@@ -93,6 +93,7 @@ def retrain(
     user: FormUser,
     session: SessionDep,
     settings: SettingsDep,
+    queue: QueueDep,
     dataset_id: Annotated[str, Form(min_length=1, max_length=64)],
     epochs: Annotated[int, Form(ge=1)],
     submit_token: Annotated[str, Form(min_length=8, max_length=64)],
@@ -104,6 +105,7 @@ def retrain(
     architecture = resolve_architecture(session, user.id, ArchitectureIn(search_job_id=job.id))
     created = submit(
         session,
+        queue=queue,
         owner_id=user.id,
         kind=JobKind.RETRAIN,
         dataset=dataset,

@@ -2,8 +2,10 @@
 
 PostgreSQL: ``THRIFTY_TEST_POSTGRES_URL`` (default the local server, database ``test``);
 unreachable -> the tests are skipped, unless ``CI=true``: then they fail. The broker is
-the real Redis, database 10 (``THRIFTY_TEST_REDIS_URL``), flushed by the tests that read it.
-Every response is checked: a 500 fails the test that caused it.
+the real Redis, database 10 (``THRIFTY_TEST_REDIS_URL``), flushed by the tests that read it:
+a client's app builds its own queue (Celery on that Redis) unless the test passes one
+(``make_client(queue=RecordingQueue())``, ``tests.api.support``), or the module overrides the
+``job_queue`` fixture. Every response is checked: a 500 fails the test that caused it.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ from sqlalchemy import Engine, create_engine, delete, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from api import queue
 from api.main import create_app
+from api.queue import JobQueue, dispatch_installed
 from api.state import UploadLimits
 from nas_core.data import make_phantom_dataset
 from store import migrate
@@ -69,7 +71,7 @@ def _isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 def _reset_global_caches() -> None:
     get_settings.cache_clear()
-    if queue.dispatch_available():  # the Celery app is built from the settings once
+    if dispatch_installed():  # the Celery app is built from the settings once
         from worker.app import get_app
 
         get_app.cache_clear()
@@ -150,12 +152,20 @@ def open_client(app: Any) -> TestClient:
 
 
 @pytest.fixture
-def make_client(settings: Settings) -> Iterator[Callable[..., TestClient]]:
-    """``make_client(upload_limits=None, **setting_changes)``: a started client on a new app."""
+def job_queue() -> JobQueue | None:
+    """The queue clients get: None, the app's own (Celery on the test Redis); a module may override it."""
+    return None
+
+
+@pytest.fixture
+def make_client(settings: Settings, job_queue: JobQueue | None) -> Iterator[Callable[..., TestClient]]:
+    """``make_client(upload_limits=None, queue=job_queue, **setting_changes)``: a started client, new app."""
     with ExitStack() as stack:
 
-        def make(upload_limits: UploadLimits | None = None, **changes: Any) -> TestClient:
-            app = create_app(settings.model_copy(update=changes), upload_limits=upload_limits)
+        def make(upload_limits: UploadLimits | None = None, queue: JobQueue | None = None,
+                 **changes: Any) -> TestClient:
+            app = create_app(settings.model_copy(update=changes), upload_limits=upload_limits,
+                             queue=queue if queue is not None else job_queue)
             return stack.enter_context(open_client(app))
 
         yield make

@@ -19,7 +19,7 @@ history, genotype and artefacts, a queued retrain, a finished search). Generated
 artefact names and body ids are swapped for that user's real ones two times in three,
 so the handlers' success paths are fuzzed too, not only their 404s; the swapped values
 are schema-valid, so the mode's promise holds. Negative requests are sent as generated
-(a swap could make them valid). Nothing reaches the broker (``enqueue_job`` is stubbed).
+(a swap could make them valid). Nothing reaches the broker (the app's queue is a ``RecordingQueue``).
 
 Each test sets up its own data, so the tests pass alone, in any order or subset. The last
 two send realistic requests to every operation: one that must succeed (2xx, matching the
@@ -51,7 +51,6 @@ from schemathesis import GenerationMode
 from schemathesis.python.asgi import ASGIClient
 from sqlalchemy import update
 
-from api import queue
 from api.deps import ID_PATTERN
 from api.main import create_app
 from api.services.configs import CROSS_FIELD
@@ -62,6 +61,7 @@ from store.datasets import create_dataset
 from store.history import record_case_scores, record_epoch, save_genotype
 from store.jobs import create_job
 from store.models import Job
+from tests.api.support import RecordingQueue
 
 pytestmark = pytest.mark.slow
 
@@ -207,9 +207,8 @@ def _cells(epoch: int) -> dict[str, Any]:
 
 
 @pytest.fixture
-def world(alice, add_dataset, factory, settings, data_root: Path, monkeypatch) -> Iterator[dict[str, Any]]:
+def world(alice, add_dataset, factory, settings, data_root: Path) -> Iterator[dict[str, Any]]:
     """The fuzzing user's data; also published to the hooks through ``REAL``."""
-    monkeypatch.setattr(queue, "enqueue_job", lambda job_id, kind: True)
     user_id, headers = alice
     ds = add_dataset(user_id, synthetic=True)
     with factory() as session:
@@ -259,7 +258,7 @@ def world(alice, add_dataset, factory, settings, data_root: Path, monkeypatch) -
 @pytest.fixture
 def client_session(settings) -> Iterator[ASGIClient]:
     """A requests-style session on a new app (its state starts on the first request; closed here)."""
-    app = create_app(settings)
+    app = create_app(settings, queue=RecordingQueue())  # submits are recorded, not sent
     yield ASGIClient(app)
     app.state.api.close()
 

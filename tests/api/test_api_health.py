@@ -6,8 +6,8 @@ import logging
 
 from fastapi.testclient import TestClient
 
-from api import queue
 from api.main import create_app
+from api.queue import BrokerOnlyQueue
 from store.settings import get_settings
 
 CLOSED_PORT_DB = "postgresql+psycopg://postgres@127.0.0.1:9/test"
@@ -40,7 +40,7 @@ def test_database_down_is_503_not_500(make_client, alice) -> None:
     assert "thrifty_database_up 0.0" in down.get("/metrics").text
 
 
-def test_broker_down_is_named(make_client, monkeypatch) -> None:
+def test_broker_down_is_named(make_client, settings, monkeypatch) -> None:
     monkeypatch.setenv("THRIFTY_BROKER_URL", "redis://127.0.0.1:9/0")  # what worker.dispatch reads
     get_settings.cache_clear()
     try:
@@ -48,9 +48,10 @@ def test_broker_down_is_named(make_client, monkeypatch) -> None:
         response = down.get("/readyz")
         assert response.status_code == 503
         assert response.json()["error"]["message"] == "not ready: broker unreachable"
-        monkeypatch.setattr(queue, "_dispatch", lambda: None)  # the adapter's own check, without the worker
-        assert down.get("/readyz").status_code == 503
-        assert make_client().get("/readyz").status_code == 200
+        # the broker-only queue's own check (no worker.dispatch), on the app's broker URL
+        down_settings = settings.model_copy(update={"broker_url": "redis://127.0.0.1:9/0"})
+        assert make_client(queue=BrokerOnlyQueue(down_settings)).get("/readyz").status_code == 503
+        assert make_client(queue=BrokerOnlyQueue(settings)).get("/readyz").status_code == 200
     finally:
         monkeypatch.undo()
         get_settings.cache_clear()

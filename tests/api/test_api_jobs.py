@@ -10,10 +10,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from api import queue
+from api.queue import CeleryQueue, dispatch_installed
 from nas_core.models import default_genotype
 from store.history import save_genotype
 from store.models import Dataset, Job
+from tests.api.support import RecordingQueue
 
 SMALL = {"epochs": 2, "image_size": 32, "batch_size": 2, "channels": 8, "nodes": 2, "k": 2, "seed": 1}
 
@@ -28,17 +29,15 @@ def _search(client: TestClient, headers: dict, dataset_id: str, config: dict | N
                        headers=headers, **kw)
 
 
-def test_search_is_accepted_committed_then_enqueued(client, alice, ds, factory, monkeypatch) -> None:
+def test_search_is_accepted_committed_then_enqueued(make_client, alice, ds, factory) -> None:
     seen: list[tuple[str, str, str | None]] = []
-    real_enqueue = queue.enqueue_job
 
-    def spy(job_id: str, kind: str) -> bool:
+    def spy(job_id: str, kind: str) -> None:
         with factory() as other:  # another connection: the row must already be committed
             status = other.scalar(select(Job.status).where(Job.id == job_id))
         seen.append((job_id, kind, status))
-        return real_enqueue(job_id, kind)
 
-    monkeypatch.setattr(queue, "enqueue_job", spy)
+    client = make_client(queue=RecordingQueue(forward_to=CeleryQueue(), on_send=spy))  # then the real send
     broker = redis.Redis.from_url("redis://127.0.0.1:6379/10")
     broker.flushdb()
 
@@ -53,7 +52,7 @@ def test_search_is_accepted_committed_then_enqueued(client, alice, ds, factory, 
     assert job["config"]["k"] == 2 and job["config"]["w_lr"] == 0.025  # defaults filled in
     assert job["links"]["alphas"] == f"/v1/jobs/{job['id']}/alphas"
     assert seen == [(job["id"], "search", "queued")]
-    assert queue.dispatch_available()
+    assert dispatch_installed()
     assert broker.llen("gpu") == 1
 
 
@@ -92,9 +91,9 @@ def test_unknown_dataset_is_404(client, alice) -> None:
     assert "dataset 'ds_nope' not found" in response.json()["error"]["message"]
 
 
-def test_idempotency_key_replays_the_same_job(client, alice, ds, factory, monkeypatch) -> None:
-    sent: list[str] = []
-    monkeypatch.setattr(queue, "enqueue_job", lambda job_id, kind: sent.append(job_id) or True)
+def test_idempotency_key_replays_the_same_job(make_client, alice, ds, factory) -> None:
+    recorded = RecordingQueue()
+    client = make_client(queue=recorded)
     headers = {**alice[1], "Idempotency-Key": "submit-1"}
     first = _search(client, headers, ds)
     again = _search(client, headers, ds)
@@ -105,7 +104,7 @@ def test_idempotency_key_replays_the_same_job(client, alice, ds, factory, monkey
     assert other.status_code == 409 and other.json()["error"]["code"] == "idempotency_conflict"
     with factory() as session:
         assert len(session.scalars(select(Job)).all()) == 1
-    assert sent == [first.json()["id"]]  # the replay sent no second message
+    assert recorded.sent == [first.json()["id"]]  # the replay sent no second message
 
 
 def test_dataset_must_be_ready(client, alice, add_dataset) -> None:

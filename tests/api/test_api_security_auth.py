@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text
 
-from api import queue
 from api.deps import SESSION_COOKIE
 from api.main import create_app
 from nas_core.models import default_genotype
 from store.history import save_genotype
 from store.models import ApiKey, Base
 from store.users import create_key, list_keys, revoke_key
+from tests.api.support import RecordingQueue
 
 PEPPER = "api-test-pepper"  # tests/api/conftest.py
 FILLERS = {"fmt": "png", "name": "model.pt"}
@@ -109,9 +109,12 @@ def test_the_key_is_never_logged_nor_echoed(client, alice, caplog) -> None:
         assert key[13:] not in message and wrong[13:] not in message, message
 
 
-def test_every_operation_refuses_missing_wrong_and_revoked_keys(client, alice, make_user, ids, factory,
-                                                                monkeypatch) -> None:
-    monkeypatch.setattr(queue, "enqueue_job", lambda job_id, kind: pytest.fail("an unauthenticated submit"))
+def test_every_operation_refuses_missing_wrong_and_revoked_keys(make_client, alice, make_user, ids,
+                                                                factory) -> None:
+    def refuse(job_id: str, kind: str) -> None:
+        pytest.fail("an unauthenticated submit")
+
+    client = make_client(queue=RecordingQueue(on_send=refuse))
     key = _key_of(alice[1])
     _, revoked_headers = make_user("carol")
     with factory() as session:

@@ -15,13 +15,13 @@ import pytest
 from fastapi import Depends
 from fastapi.testclient import TestClient
 
-from api import queue
 from api.deps import SESSION_COOKIE, SessionDep, current_user
 from api.main import create_app
 from nas_core.models import default_genotype
 from store.datasets import get_dataset_by_name
 from store.history import save_genotype
 from store.models import Job
+from tests.api.support import RecordingQueue
 
 
 @pytest.fixture
@@ -29,11 +29,14 @@ def ds(alice, add_dataset) -> str:
     return add_dataset(alice[0])
 
 
-@pytest.fixture(autouse=True)
-def no_queue(monkeypatch) -> list[str]:
-    sent: list[str] = []
-    monkeypatch.setattr(queue, "enqueue_job", lambda job_id, kind: sent.append(job_id) or True)
-    return sent
+@pytest.fixture
+def job_queue() -> RecordingQueue:
+    return RecordingQueue()  # the clients' submits are recorded, not sent
+
+
+@pytest.fixture
+def no_queue(job_queue: RecordingQueue) -> list[str]:
+    return job_queue.sent
 
 
 def _raw(client: TestClient, path: str, body: str, headers: dict[str, str]):

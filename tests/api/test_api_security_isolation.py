@@ -19,7 +19,6 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from api import queue
 from api.deps import SESSION_COOKIE
 from api.main import create_app
 from nas_core.models import default_genotype
@@ -28,6 +27,7 @@ from store.artifacts import ArtifactStore, register_artifact
 from store.history import record_case_scores, record_epoch, save_genotype
 from store.jobs import get_job
 from store.models import Job
+from tests.api.support import RecordingQueue
 
 # path parameters that name a resource owned by a user, and what fills them
 OWNED_PARAMS = {"job_id": "job", "dataset_id": "dataset", "genotype_id": "genotype"}
@@ -198,10 +198,10 @@ def test_every_route_with_an_id_is_404_for_another_user(client, alice, bob, owne
         assert must in {p for _, p in walked}, must
 
 
-def test_body_ids_of_another_user_are_404(client, alice, bob, owned, add_dataset, factory, monkeypatch) -> None:
+def test_body_ids_of_another_user_are_404(make_client, alice, bob, owned, add_dataset, factory) -> None:
     """Submits naming A's dataset, genotype or search job are 404 for B and queue nothing."""
-    sent: list[str] = []
-    monkeypatch.setattr(queue, "enqueue_job", lambda job_id, kind: sent.append(job_id) or True)
+    recorded = RecordingQueue()
+    client = make_client(queue=recorded)
     with factory() as session:
         session.execute(  # the search must have succeeded for search_job_id to be usable by A
             update(Job).where(Job.id == owned["job"]).values(status="succeeded"))
@@ -231,8 +231,8 @@ def test_body_ids_of_another_user_are_404(client, alice, bob, owned, add_dataset
         for field, for_bob, for_alice in cases:
             response = client.request(method.upper(), path, json=for_bob, headers=bob[1])
             assert response.status_code == 404, (path, field, response.text)
-            assert sent == [], (path, field)
+            assert recorded.sent == [], (path, field)
             response = client.request(method.upper(), path, json=for_alice, headers=alice[1])
             assert response.status_code == 202, (path, field, response.text)
-            sent.clear()
+            recorded.sent.clear()
     assert client.get("/v1/jobs", headers=bob[1]).json()["items"] == []

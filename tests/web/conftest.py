@@ -18,7 +18,7 @@ PEPPER = api_fixtures.PEPPER
 _isolated_environment = api_fixtures._isolated_environment
 pg_url, pg_engine, factory = api_fixtures.pg_url, api_fixtures.pg_engine, api_fixtures.factory
 data_root, settings, make_client = api_fixtures.data_root, api_fixtures.settings, api_fixtures.make_client
-add_dataset, add_job = api_fixtures.add_dataset, api_fixtures.add_job
+add_dataset, add_job, job_queue = api_fixtures.add_dataset, api_fixtures.add_job, api_fixtures.job_queue
 
 
 @pytest.fixture
