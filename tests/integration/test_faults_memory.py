@@ -5,7 +5,7 @@ validation cases of 16 slices, batched by pixels as ``nas_core.loop.evaluate`` d
 fresh process on CPU; its peak RSS (``VmHWM``, reset just before the run, after the data are prepared and the
 modules imported) minus its RSS then is the measured peak. The estimate must lie within
 0.6x..2x of it (errs on the safe side more than the other; see the README's Reliability
-section for the table measured while calibrating: 0.66x..1.10x over ten configurations).
+section for the table measured while calibrating: 0.76x..1.18x over eleven configurations).
 
 The worker's check against its device is exercised in ``test_faults_jobs.py``.
 """
