@@ -260,7 +260,8 @@ class Bench:
         return ([*(["--augmentation", a.augmentation] if a.augmentation else []),
                  *(["--image-size", str(a.image_size)] if a.image_size else []),
                  *(["--deep-supervision"] if a.deep_supervision else []),
-                 *(["--optimizer", a.optimizer] if a.optimizer else [])])
+                 *(["--optimizer", a.optimizer] if a.optimizer else []),
+                 *(["--seed", str(a.seed)] if a.seed is not None else [])])
 
     def retrain(self, model: str, arch: list[str], search_seconds: float | None = None,
                 reuse: str | None = None) -> dict[str, Any]:
@@ -428,6 +429,7 @@ def main() -> None:
     ap.add_argument("--reuse-training", action="store_true",
                     help="baselines: keep the untagged run's trained model, only predict again (e.g. with --tta)")
     ap.add_argument("--tag", default="", help="a name for this recipe variant (its own folders and rows)")
+    ap.add_argument("--seed", type=int, default=None, help="retrain seed (default: the CLI's, 0); use with --tag")
     ap.add_argument("--augmentation", choices=["none", "basic", "nnunet"], help="retrain augmentation")
     ap.add_argument("--deep-supervision", action="store_true", help="retrain with a loss on every head")
     ap.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], help="retrain optimiser")
